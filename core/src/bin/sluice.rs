@@ -1,0 +1,85 @@
+//! The `sluice` production binary. Today: offline inspection of a stream store directory.
+//! The server (`sluice server`) arrives with the production runtime.
+
+use clap::{Parser, Subcommand};
+use sluice_core::os::OsDisk;
+use sluice_core::store::FileStore;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "sluice: a replicated, append-only message stream store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan a stream store directory and report what recovery would find, changing nothing.
+    Verify {
+        /// The stream's directory (holding NNNNNNNNNN.blk files and state.db).
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify { dir } => verify(&dir),
+    }
+}
+
+fn verify(dir: &Path) -> ExitCode {
+    let (root, name) = match (dir.parent(), dir.file_name()) {
+        (Some(parent), Some(name)) => (if parent.as_os_str().is_empty() { Path::new(".") } else { parent }, name),
+        _ => {
+            eprintln!("sluice verify: {} is not a directory path", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let disk = match OsDisk::new(root) {
+        Ok(disk) => disk,
+        Err(e) => {
+            eprintln!("sluice verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match FileStore::verify(&disk, Path::new(name)) {
+        Ok((state, report)) => {
+            println!(
+                "stream: first_seq={} last_seq={} msgs={} bytes={} deleted={}",
+                state.first_seq, state.last_seq, state.msgs, state.bytes, state.num_deleted
+            );
+            println!(
+                "scanned: {} blocks, {} records, {} bytes, {} transient checksum mismatches",
+                report.blocks_scanned, report.records_scanned, report.bytes_scanned, report.transient_mismatches
+            );
+            println!("state file: {:?}", report.state_file);
+            for name in &report.ignored_files {
+                println!("ignored: {name}");
+            }
+            match &report.cut {
+                None => {
+                    println!("result: clean");
+                    ExitCode::SUCCESS
+                }
+                Some(cut) => {
+                    println!("cut: {cut}");
+                    for path in &report.dropped_blocks {
+                        println!("would drop: {}", path.display());
+                    }
+                    for (first, last) in &report.lost {
+                        println!("lost: sequences {first}..={last}");
+                    }
+                    println!("result: recovery would cut");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("sluice verify: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

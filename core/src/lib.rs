@@ -1,0 +1,16 @@
+//! sluice-core: the replication and storage core of sluice, written against abstract clock,
+//! network and disk interfaces (DESIGN §2) so the same code runs in production and in the
+//! deterministic simulator.
+//!
+//! Modules:
+//! * [`disk`]: the `Disk` boundary, its contract and conformance suite;
+//! * [`env`]: clock, network, background work and BUGGIFY boundaries;
+//! * [`format`]: on-disk formats as pure encode/decode functions;
+//! * [`store`]: the file store (block files, state file, recovery, limits, sync policies);
+//! * [`os`]: the production binding (the only module that touches the operating system).
+
+pub mod disk;
+pub mod env;
+pub mod format;
+pub mod os;
+pub mod store;

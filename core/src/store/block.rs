@@ -1,0 +1,171 @@
+//! One block file in memory: its handle, where its valid records end, and the index from
+//! sequence to record offset for the messages it holds.
+//!
+//! Invariants: message sequences in a block increase; `runs` hold contiguous sequences (a
+//! skip starts a new run); every indexed record lies inside `[BLOCK_HEADER_BYTES, end_bytes)`.
+//! Only the store's last block is ever written; earlier blocks are sealed.
+
+use super::StoreError;
+use crate::disk::DiskFile;
+use crate::format::block::BLOCK_HEADER_BYTES;
+use std::path::PathBuf;
+
+/// Where one message record lives in its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub offset: u32,
+    pub len: u32,
+}
+
+#[derive(Debug)]
+struct Run {
+    first_seq: u64,
+    entries: Vec<Entry>,
+}
+
+/// Sequence -> record location for the messages of one block, as runs of contiguous
+/// sequences (4 + 4 bytes per message).
+#[derive(Debug, Default)]
+pub(crate) struct MsgIndex {
+    runs: Vec<Run>,
+}
+
+impl MsgIndex {
+    /// Records that message `seq` is at `offset` with `len` bytes. Sequences must increase.
+    pub fn push(&mut self, seq: u64, offset: u64, len: u32) {
+        assert!(offset >= BLOCK_HEADER_BYTES as u64);
+        let offset = u32::try_from(offset).expect("block offsets fit u32 (BLOCK_SIZE_BYTES_MAX)");
+        let entry = Entry { offset, len };
+        match self.runs.last_mut() {
+            Some(run) if run.first_seq + run.entries.len() as u64 == seq => run.entries.push(entry),
+            Some(run) => {
+                assert!(seq > run.first_seq + run.entries.len() as u64, "message {seq} out of order");
+                self.runs.push(Run { first_seq: seq, entries: vec![entry] });
+            }
+            None => self.runs.push(Run { first_seq: seq, entries: vec![entry] }),
+        }
+    }
+
+    pub fn lookup(&self, seq: u64) -> Option<Entry> {
+        let at = self.runs.partition_point(|run| run.first_seq <= seq).checked_sub(1)?;
+        let run = &self.runs[at];
+        run.entries.get(usize::try_from(seq - run.first_seq).ok()?).copied()
+    }
+
+    /// Indexed messages with `from <= seq < to`, in order.
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
+        let start = self.runs.partition_point(|run| run.first_seq + (run.entries.len() as u64) <= from);
+        self.runs[start..]
+            .iter()
+            .take_while(move |run| run.first_seq < to)
+            .flat_map(|run| run.entries.iter().enumerate().map(|(i, e)| (run.first_seq + i as u64, *e)))
+            .filter(move |&(seq, _)| seq >= from && seq < to)
+    }
+}
+
+pub(crate) struct Block<F> {
+    pub index: u32,
+    pub path: PathBuf,
+    pub file: F,
+    /// From the block header: the stream's next sequence when this block was created.
+    pub first_seq: u64,
+    /// Offset just past the last valid record; appends go here.
+    pub end_bytes: u64,
+    /// Holds writes not yet synced.
+    pub dirty: bool,
+    pub msgs: MsgIndex,
+}
+
+/// The file name of block `index`: ten digits and `.blk`, so names sort in index order.
+pub(crate) fn block_name(index: u32) -> String {
+    format!("{index:010}.blk")
+}
+
+/// The index in a block file name, or `None` if `name` is not exactly a block name
+/// (`0000000001.blk.tmp`, `1.blk` and `x.blk` are not).
+pub(crate) fn parse_block_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".blk")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+impl<F: DiskFile> Block<F> {
+    pub fn new(index: u32, path: PathBuf, file: F, first_seq: u64) -> Self {
+        Block {
+            index,
+            path,
+            file,
+            first_seq,
+            end_bytes: BLOCK_HEADER_BYTES as u64,
+            dirty: false,
+            msgs: MsgIndex::default(),
+        }
+    }
+
+    /// Writes `bytes` at the end of the block. On failure the block is cut back to its old
+    /// end so a partial write cannot be mistaken for a record later; if even that fails the
+    /// error says so and the caller must stop writing.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<u64, AppendError> {
+        let offset = self.end_bytes;
+        self.dirty = true;
+        if let Err(source) = self.file.write_at(bytes, offset) {
+            let write_error = StoreError::disk(&self.path, Some(offset), source);
+            return match self.file.set_len(offset) {
+                Ok(()) => Err(AppendError::Clean(write_error)),
+                Err(_) => Err(AppendError::Unknown(write_error)),
+            };
+        }
+        self.end_bytes += bytes.len() as u64;
+        Ok(offset)
+    }
+
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            self.file.sync_data().map_err(|e| StoreError::disk(&self.path, None, e))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// A failed append: whether the block is known to be back as it was.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// Nothing of the write remains visible; the store may go on.
+    Clean(StoreError),
+    /// The block's tail is in an unknown state; the store must stop writing.
+    Unknown(StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_handles_runs_and_ranges() {
+        let mut index = MsgIndex::default();
+        for (seq, offset) in [(5u64, 32u64), (6, 100), (7, 200), (10, 300), (11, 400)] {
+            index.push(seq, offset, 50);
+        }
+        assert_eq!(index.lookup(4), None);
+        assert_eq!(index.lookup(6), Some(Entry { offset: 100, len: 50 }));
+        assert_eq!(index.lookup(8), None, "a skipped sequence is not indexed");
+        assert_eq!(index.lookup(11), Some(Entry { offset: 400, len: 50 }));
+        assert_eq!(index.lookup(12), None);
+        let seqs: Vec<u64> = index.range(6, 11).map(|(s, _)| s).collect();
+        assert_eq!(seqs, [6, 7, 10]);
+        assert_eq!(index.range(0, u64::MAX).count(), 5);
+    }
+
+    #[test]
+    fn block_names_are_exact() {
+        assert_eq!(block_name(7), "0000000007.blk");
+        assert_eq!(parse_block_name("0000000007.blk"), Some(7));
+        assert_eq!(parse_block_name(&block_name(u32::MAX)), Some(u32::MAX));
+        for bad in ["7.blk", "0000000007.blk.tmp", "000000000x.blk", "00000000007.blk", "9999999999.blk", "state.db"] {
+            assert_eq!(parse_block_name(bad), None, "{bad}");
+        }
+    }
+}

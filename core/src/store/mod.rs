@@ -1,0 +1,686 @@
+//! The file store: one stream's messages in block files on a [`Disk`].
+//!
+//! Owns: the block files and state file of one stream directory, the in-memory index from
+//! sequence to record, the stream's counts, its limits and its sync policy. Layout and
+//! guarantees are written down in docs/store.md; byte formats in docs/formats.md.
+//!
+//! Invariants (checked by [`FileStore::check_invariants`] after every operation in tests):
+//! * `first_seq <= next_seq`; sequences `first_seq..next_seq` are the stream's range, and
+//!   each is either a message in the index or in `deleted` (never both);
+//! * `msgs` and `bytes` are the count and stored size of the messages in range;
+//! * blocks have consecutive indexes and increasing `first_seq`; only the last is written;
+//! * nothing is appended after a failed write or sync (`failed` latches) until reopened:
+//!   what is durable is then unknown, and only recovery can say;
+//! * a block file is removed only after the compact record that makes its messages
+//!   unnecessary is durable.
+
+mod block;
+mod config;
+mod error;
+mod recovery;
+mod scan;
+mod seqset;
+
+pub use config::{
+    Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
+    SUBJECT_BYTES_MAX,
+};
+pub use error::{CorruptReason, LimitKind, StoreError};
+pub use recovery::{Cut, CutReason, RecoveryReport, StateFileStatus};
+pub use seqset::SeqSet;
+
+use crate::disk::{Disk, DiskFile, EntryKind, OpenMode};
+use crate::env::MonoTime;
+use crate::format::block::{decode_record, encode_record, encode_skip, record_len, BlockHeader, Record, RecordKind};
+use crate::format::state::StateFile;
+use crate::format::FormatError;
+use block::{block_name, AppendError, Block};
+use bytes::Bytes;
+use recovery::{recover, STATE_FILE, STATE_TMP_FILE};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+/// A message to append. The timestamp is chosen by the caller (the stream layer decides it
+/// once, so every replica stores the same value).
+#[derive(Clone, Copy, Debug)]
+pub struct NewMessage<'a> {
+    pub subject: &'a [u8],
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+    pub timestamp_ns: i64,
+}
+
+/// A message read back from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub timestamp_ns: i64,
+    pub subject: Bytes,
+    pub headers: Bytes,
+    pub payload: Bytes,
+}
+
+/// The stream's counts. An empty stream has `first_seq == last_seq + 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamState {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub msgs: u64,
+    pub bytes: u64,
+    /// Sequences in range without a message (deleted or skipped).
+    pub num_deleted: u64,
+}
+
+pub struct FileStore<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    config: StoreConfig,
+    blocks: VecDeque<Block<D::File>>,
+    first_seq: u64,
+    next_seq: u64,
+    deleted: SeqSet,
+    msgs: u64,
+    bytes: u64,
+    /// A block was created since the directory was last synced.
+    dir_dirty: bool,
+    /// Blocks wholly below `first_seq`, removed at the next flush (after the compact record
+    /// that covers them is durable).
+    removals: Vec<Block<D::File>>,
+    failed: Option<StoreError>,
+    last_sync: Option<MonoTime>,
+    /// Something changed since the state file was last written.
+    state_stale: bool,
+    scratch: Vec<u8>,
+}
+
+impl<D: Disk> FileStore<D> {
+    /// Opens the store in `dir`, creating it if missing, and recovers it: every record is read
+    /// and verified, and the store is cut at the first invalid or missing one (see
+    /// `recovery`). The report says what was found, cut and lost.
+    pub fn open(disk: D, dir: &Path, config: StoreConfig) -> Result<(Self, RecoveryReport), StoreError> {
+        config.validate()?;
+        create_dir_durably(&disk, dir)?;
+        let recovered = recover(&disk, dir, true)?;
+        let mut store = FileStore {
+            disk,
+            dir: dir.to_path_buf(),
+            config,
+            blocks: recovered.blocks.into(),
+            first_seq: recovered.first_seq,
+            next_seq: recovered.next_seq,
+            deleted: recovered.deleted,
+            msgs: 0,
+            bytes: 0,
+            dir_dirty: false,
+            removals: Vec::new(),
+            failed: None,
+            last_sync: None,
+            state_stale: true,
+            scratch: Vec::new(),
+        };
+        for block in &store.blocks {
+            for (seq, entry) in block.msgs.range(store.first_seq, store.next_seq) {
+                if !store.deleted.contains(seq) {
+                    store.msgs += 1;
+                    store.bytes += u64::from(entry.len);
+                }
+            }
+        }
+        if store.blocks.is_empty() {
+            let index = 1;
+            store.create_block(index)?;
+            store.flush()?;
+        }
+        store.schedule_front_removals();
+        store.check_invariants();
+        Ok((store, recovered.report))
+    }
+
+    /// Scans the store in `dir` exactly as `open` would, without changing anything on disk.
+    pub fn verify(disk: &D, dir: &Path) -> Result<(StreamState, RecoveryReport), StoreError> {
+        let recovered = recover(disk, dir, false)?;
+        let mut msgs = 0u64;
+        let mut bytes = 0u64;
+        for block in &recovered.blocks {
+            for (seq, entry) in block.msgs.range(recovered.first_seq, recovered.next_seq) {
+                if !recovered.deleted.contains(seq) {
+                    msgs += 1;
+                    bytes += u64::from(entry.len);
+                }
+            }
+        }
+        let state = StreamState {
+            first_seq: recovered.first_seq,
+            last_seq: recovered.next_seq - 1,
+            msgs,
+            bytes,
+            num_deleted: recovered.deleted.len(),
+        };
+        Ok((state, recovered.report))
+    }
+
+    pub fn state(&self) -> StreamState {
+        StreamState {
+            first_seq: self.first_seq,
+            last_seq: self.next_seq - 1,
+            msgs: self.msgs,
+            bytes: self.bytes,
+            num_deleted: self.deleted.len(),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The error that stopped writes, if any.
+    pub fn failure(&self) -> Option<&StoreError> {
+        self.failed.as_ref()
+    }
+
+    /// Appends a message and returns its sequence. Durable on return under
+    /// `SyncPolicy::Always`; otherwise at the next `sync` (or interval `tick`).
+    pub fn append(&mut self, msg: &NewMessage<'_>) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        if msg.subject.is_empty() {
+            return Err(StoreError::InvalidSubject { reason: "empty" });
+        }
+        if msg.subject.len() > SUBJECT_BYTES_MAX {
+            return Err(StoreError::InvalidSubject { reason: "longer than SUBJECT_BYTES_MAX" });
+        }
+        let size = msg.headers.len() as u64 + msg.payload.len() as u64;
+        let max_size = u64::from(self.config.limits.max_msg_size_bytes);
+        if size > max_size {
+            return Err(StoreError::MessageTooLarge { size_bytes: size, max_bytes: max_size });
+        }
+        let stored = record_len(msg.subject.len(), msg.headers.len(), msg.payload.len());
+        let limits = self.config.limits;
+        if let Some(max_bytes) = limits.max_bytes {
+            if stored > max_bytes {
+                return Err(StoreError::MessageTooLarge { size_bytes: stored, max_bytes });
+            }
+        }
+        if limits.discard == Discard::New {
+            if limits.max_msgs.is_some_and(|max| self.msgs + 1 > max) {
+                return Err(StoreError::LimitExceeded { limit: LimitKind::MaxMsgs });
+            }
+            if limits.max_bytes.is_some_and(|max| self.bytes + stored > max) {
+                return Err(StoreError::LimitExceeded { limit: LimitKind::MaxBytes });
+            }
+        }
+        let seq = self.next_seq;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        encode_record(&mut scratch, &Record::message(seq, msg.timestamp_ns, msg.subject, msg.headers, msg.payload));
+        let written = self.write_record(&scratch);
+        self.scratch = scratch;
+        let offset = written?;
+        self.last_block_mut().msgs.push(seq, offset, stored as u32);
+        self.next_seq += 1;
+        self.msgs += 1;
+        self.bytes += stored;
+        if limits.discard == Discard::Old {
+            let new_first = self.first_seq_within_limits();
+            if new_first > self.first_seq {
+                self.write_compact(new_first)?;
+            }
+        }
+        self.sync_if_always()?;
+        Ok(seq)
+    }
+
+    /// Deletes message `seq`. Returns false if it was not in the stream (already deleted,
+    /// never written, or purged).
+    pub fn delete(&mut self, seq: u64) -> Result<bool, StoreError> {
+        self.check_writable()?;
+        if seq < self.first_seq || seq >= self.next_seq || self.deleted.contains(seq) {
+            return Ok(false);
+        }
+        if seq == self.first_seq {
+            // Deleting the first message moves the front: one compact record instead of a
+            // tombstone, so front blocks can be removed.
+            let new_first = self.deleted.next_absent(seq + 1).min(self.next_seq);
+            self.write_compact(new_first)?;
+        } else {
+            let entry = self.entry(seq).expect("a sequence in range and not deleted is indexed");
+            self.write_marker(RecordKind::Tombstone, seq)?;
+            self.deleted.insert(seq);
+            self.msgs -= 1;
+            self.bytes -= u64::from(entry.len);
+        }
+        self.sync_if_always()?;
+        Ok(true)
+    }
+
+    /// Deletes every message below `seq` and returns how many there were. A `seq` beyond the
+    /// last sequence also moves the last sequence, so the next append gets `seq`.
+    pub fn purge_before(&mut self, seq: u64) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        if seq <= self.first_seq {
+            return Ok(0);
+        }
+        let before = self.msgs;
+        self.write_compact(seq)?;
+        self.sync_if_always()?;
+        Ok(before - self.msgs)
+    }
+
+    /// Records that sequences `next..=last` hold no message, so the next append gets
+    /// `last + 1` (a gap kept as a gap, e.g. for sequences lost in a crash or absent from a
+    /// restored archive). No-op if `last` is not beyond the last sequence.
+    pub fn skip_through(&mut self, last: u64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if last < self.next_seq {
+            return Ok(());
+        }
+        let first = self.next_seq;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        encode_skip(&mut scratch, first, last, 0);
+        let written = self.write_record(&scratch);
+        self.scratch = scratch;
+        written?;
+        self.deleted.insert_range(first, last);
+        self.next_seq = last + 1;
+        self.sync_if_always()
+    }
+
+    /// Reads message `seq`, verifying its checksum. `Ok(None)` if the stream has no message
+    /// at `seq`; `Err(Corrupt)` if the bytes on disk are not the message that was written
+    /// (never wrong data).
+    pub fn get(&self, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        if seq < self.first_seq || seq >= self.next_seq || self.deleted.contains(seq) {
+            return Ok(None);
+        }
+        let block = self.block_for(seq).expect("a sequence in range lies in some block");
+        let entry = block.msgs.lookup(seq).expect("a sequence in range and not deleted is indexed");
+        let offset = u64::from(entry.offset);
+        let mut bytes = vec![0u8; entry.len as usize];
+        let mut reason = None;
+        // A checksum mismatch is read a second time before it counts: flips on the read path
+        // are transient, corruption on the medium is not.
+        for _attempt in 0..2 {
+            block
+                .file
+                .read_exact_at(&mut bytes, offset)
+                .map_err(|e| StoreError::disk(&block.path, Some(offset), e.with_path(&block.path)))?;
+            match decode_record(&bytes) {
+                Ok((_, record)) if record.kind != RecordKind::Message => {
+                    reason = Some(CorruptReason::WrongKind);
+                    break;
+                }
+                Ok((_, record)) if record.seq != seq => {
+                    reason = Some(CorruptReason::WrongSequence { found: record.seq });
+                    break;
+                }
+                Ok((head, record)) => {
+                    let timestamp_ns = record.timestamp_ns;
+                    let subject_len = head.subject_len as usize;
+                    let headers_len = head.headers_len as usize;
+                    let payload_len = head.payload_len as usize;
+                    let all = Bytes::from(bytes);
+                    let subject_at = crate::format::block::RECORD_HEADER_BYTES;
+                    let headers_at = subject_at + subject_len;
+                    let payload_at = headers_at + headers_len;
+                    return Ok(Some(StoredMessage {
+                        seq,
+                        timestamp_ns,
+                        subject: all.slice(subject_at..headers_at),
+                        headers: all.slice(headers_at..payload_at),
+                        payload: all.slice(payload_at..payload_at + payload_len),
+                    }));
+                }
+                Err(error @ FormatError::BadChecksum { .. }) => reason = Some(CorruptReason::Format(error)),
+                Err(error) => {
+                    reason = Some(CorruptReason::Format(error));
+                    break;
+                }
+            }
+        }
+        Err(StoreError::Corrupt {
+            file: block.path.clone(),
+            offset,
+            seq: Some(seq),
+            reason: reason.expect("the loop sets a reason before it ends without returning"),
+        })
+    }
+
+    /// Makes everything written so far durable: every dirty block in order, the directory,
+    /// then a new state file (temp, sync, rename, sync directory). After a failed sync the
+    /// store refuses writes; see `failure`.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.flush()?;
+        if self.state_stale {
+            self.write_state_file()?;
+            self.state_stale = false;
+        }
+        Ok(())
+    }
+
+    /// Time-driven work: deletes messages older than `max_age` (by `wall_ns`), and under
+    /// `SyncPolicy::Interval` syncs once the interval has passed since the last sync.
+    pub fn tick(&mut self, now: MonoTime, wall_ns: i64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if let Some(max_age) = self.config.limits.max_age {
+            let max_age_ns = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
+            let cutoff_ns = wall_ns.saturating_sub(max_age_ns);
+            let new_first = self.first_seq_after_expiry(cutoff_ns)?;
+            if new_first > self.first_seq {
+                self.write_compact(new_first)?;
+                self.sync_if_always()?;
+            }
+        }
+        if let SyncPolicy::Interval { interval } = self.config.sync {
+            let last = *self.last_sync.get_or_insert(now);
+            if now.saturating_since(last) >= interval {
+                self.sync()?;
+                self.last_sync = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs and closes the store.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
+    /// Panics if an invariant in the module docs does not hold.
+    pub fn check_invariants(&self) {
+        assert!(self.first_seq >= 1);
+        assert!(self.first_seq <= self.next_seq, "first_seq {} > next_seq {}", self.first_seq, self.next_seq);
+        assert!(!self.blocks.is_empty(), "a store always has a block to write");
+        self.deleted.check_invariants();
+        if let Some((lowest, _)) = self.deleted.ranges().next() {
+            assert!(lowest >= self.first_seq, "deleted sequence {lowest} below first_seq");
+        }
+        if let Some((_, highest)) = self.deleted.ranges().last() {
+            assert!(highest < self.next_seq, "deleted sequence {highest} beyond the last");
+        }
+        let mut msgs = 0u64;
+        let mut bytes = 0u64;
+        let mut previous: Option<&Block<D::File>> = None;
+        for block in &self.blocks {
+            if let Some(previous) = previous {
+                assert_eq!(block.index, previous.index + 1, "block indexes are consecutive");
+                assert!(block.first_seq >= previous.first_seq, "blocks start in sequence order");
+                assert!(!previous.dirty || previous.end_bytes > 0);
+            }
+            for (seq, entry) in block.msgs.range(self.first_seq, self.next_seq) {
+                assert!(u64::from(entry.offset) + u64::from(entry.len) <= block.end_bytes);
+                if !self.deleted.contains(seq) {
+                    msgs += 1;
+                    bytes += u64::from(entry.len);
+                }
+            }
+            previous = Some(block);
+        }
+        assert_eq!(msgs, self.msgs, "message count");
+        assert_eq!(bytes, self.bytes, "byte count");
+        assert_eq!(
+            self.msgs + self.deleted.len(),
+            self.next_seq - self.first_seq,
+            "every sequence in range is a message or deleted"
+        );
+    }
+
+    // ---- internals ----
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            Some(cause) => Err(StoreError::Failed { cause: Box::new(cause.clone()) }),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches `error` as the reason the store stops writing, and returns it.
+    fn fail(&mut self, error: StoreError) -> StoreError {
+        if self.failed.is_none() {
+            self.failed = Some(error.clone());
+        }
+        error
+    }
+
+    fn last_block_mut(&mut self) -> &mut Block<D::File> {
+        self.blocks.back_mut().expect("a store always has a block")
+    }
+
+    fn block_for(&self, seq: u64) -> Option<&Block<D::File>> {
+        let at = self.blocks.partition_point(|b| b.first_seq <= seq).checked_sub(1)?;
+        self.blocks.get(at)
+    }
+
+    fn entry(&self, seq: u64) -> Option<block::Entry> {
+        self.block_for(seq)?.msgs.lookup(seq)
+    }
+
+    /// Writes one encoded record at the end of the last block, starting a new block first if
+    /// the record would overflow a non-empty one. Returns the record's offset.
+    fn write_record(&mut self, record: &[u8]) -> Result<u64, StoreError> {
+        let last = self.blocks.back().expect("a store always has a block");
+        let holds_records = last.end_bytes > crate::format::block::BLOCK_HEADER_BYTES as u64;
+        if holds_records && last.end_bytes + record.len() as u64 > self.config.block_size_bytes {
+            let index = last
+                .index
+                .checked_add(1)
+                .ok_or_else(|| StoreError::InvalidArgument { reason: "block index space exhausted".into() })?;
+            self.create_block(index)?;
+        }
+        self.state_stale = true;
+        match self.last_block_mut().append(record) {
+            Ok(offset) => Ok(offset),
+            Err(AppendError::Clean(error)) => Err(error),
+            Err(AppendError::Unknown(error)) => Err(self.fail(error)),
+        }
+    }
+
+    /// Creates block `index` starting at `next_seq` and makes it the last block.
+    fn create_block(&mut self, index: u32) -> Result<(), StoreError> {
+        let path = self.dir.join(block_name(index));
+        let file = self.disk.open(&path, OpenMode::CreateNew).map_err(|e| StoreError::disk(&path, None, e))?;
+        self.dir_dirty = true;
+        let header = BlockHeader { index, first_seq: self.next_seq };
+        if let Err(e) = file.write_at(&header.encode(), 0) {
+            let error = StoreError::disk(&path, Some(0), e);
+            // Without the file gone, recovery would find a block with a bad header and cut
+            // there; harmless, but remove it so the next attempt can reuse the name.
+            return Err(match self.disk.remove_file(&path) {
+                Ok(()) => error,
+                Err(_) => self.fail(error),
+            });
+        }
+        let mut block = Block::new(index, path, file, self.next_seq);
+        block.dirty = true;
+        self.blocks.push_back(block);
+        Ok(())
+    }
+
+    fn write_marker(&mut self, kind: RecordKind, seq: u64) -> Result<(), StoreError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        encode_record(&mut scratch, &Record::marker(kind, seq, 0));
+        let written = self.write_record(&scratch);
+        self.scratch = scratch;
+        written.map(|_| ())
+    }
+
+    /// Writes a compact record moving the front to `new_first` and applies it.
+    fn write_compact(&mut self, new_first: u64) -> Result<(), StoreError> {
+        assert!(new_first > self.first_seq);
+        self.write_marker(RecordKind::Compact, new_first)?;
+        let end = new_first.min(self.next_seq);
+        let mut removed_msgs = 0u64;
+        let mut removed_bytes = 0u64;
+        for block in &self.blocks {
+            for (seq, entry) in block.msgs.range(self.first_seq, end) {
+                if !self.deleted.contains(seq) {
+                    removed_msgs += 1;
+                    removed_bytes += u64::from(entry.len);
+                }
+            }
+        }
+        self.msgs -= removed_msgs;
+        self.bytes -= removed_bytes;
+        self.deleted.remove_below(new_first);
+        self.first_seq = new_first;
+        self.next_seq = self.next_seq.max(new_first);
+        self.schedule_front_removals();
+        Ok(())
+    }
+
+    /// Moves blocks whose every message is below `first_seq` to the removal list. The last
+    /// block is never removed: it is where the next record goes.
+    fn schedule_front_removals(&mut self) {
+        while self.blocks.len() > 1 && self.blocks[1].first_seq <= self.first_seq {
+            let block = self.blocks.pop_front().expect("len > 1");
+            self.removals.push(block);
+        }
+    }
+
+    /// The first sequence that keeps the stream within max_msgs and max_bytes, deleting the
+    /// oldest messages first. Never beyond the newest message.
+    fn first_seq_within_limits(&self) -> u64 {
+        let limits = self.config.limits;
+        let mut msgs = self.msgs;
+        let mut bytes = self.bytes;
+        let over = |msgs: u64, bytes: u64| {
+            limits.max_msgs.is_some_and(|max| msgs > max) || limits.max_bytes.is_some_and(|max| bytes > max)
+        };
+        if !over(msgs, bytes) {
+            return self.first_seq;
+        }
+        let newest = self.next_seq - 1;
+        for block in &self.blocks {
+            for (seq, entry) in block.msgs.range(self.first_seq, newest) {
+                if self.deleted.contains(seq) {
+                    continue;
+                }
+                msgs -= 1;
+                bytes -= u64::from(entry.len);
+                if !over(msgs, bytes) {
+                    return self.deleted.next_absent(seq + 1);
+                }
+            }
+        }
+        newest
+    }
+
+    /// The first sequence whose message is not older than `cutoff_ns`, reading timestamps
+    /// from the front of the stream.
+    fn first_seq_after_expiry(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        let mut first = self.first_seq;
+        for block in &self.blocks {
+            for (seq, entry) in block.msgs.range(self.first_seq, self.next_seq) {
+                if self.deleted.contains(seq) {
+                    continue;
+                }
+                let mut head = [0u8; crate::format::block::RECORD_HEADER_BYTES];
+                let offset = u64::from(entry.offset);
+                block
+                    .file
+                    .read_exact_at(&mut head, offset)
+                    .map_err(|e| StoreError::disk(&block.path, Some(offset), e.with_path(&block.path)))?;
+                let head = crate::format::block::decode_record_head(&head).map_err(|error| StoreError::Corrupt {
+                    file: block.path.clone(),
+                    offset,
+                    seq: Some(seq),
+                    reason: CorruptReason::Format(error),
+                })?;
+                if head.timestamp_ns >= cutoff_ns {
+                    return Ok(first);
+                }
+                first = self.deleted.next_absent(seq + 1);
+            }
+        }
+        Ok(first.min(self.next_seq))
+    }
+
+    fn sync_if_always(&mut self) -> Result<(), StoreError> {
+        if self.config.sync == SyncPolicy::Always {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every written record durable: dirty blocks in index order, then the directory,
+    /// then removes front blocks whose compact record is now durable.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        for at in 0..self.blocks.len() {
+            if let Err(error) = self.blocks[at].sync() {
+                // A failed fsync may have dropped the dirty pages while reads still show
+                // them (Linux); a retry would report success for data that is gone.
+                return Err(self.fail(error));
+            }
+        }
+        if self.dir_dirty {
+            if let Err(e) = self.disk.sync_dir(&self.dir) {
+                let error = StoreError::disk(&self.dir, None, e);
+                return Err(self.fail(error));
+            }
+            self.dir_dirty = false;
+        }
+        if !self.removals.is_empty() {
+            // Oldest first: a crash part-way leaves the remaining blocks contiguous.
+            for block in &self.removals {
+                match self.disk.remove_file(&block.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind == crate::disk::DiskErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::disk(&block.path, None, e)),
+                }
+            }
+            self.removals.clear();
+            if let Err(e) = self.disk.sync_dir(&self.dir) {
+                let error = StoreError::disk(&self.dir, None, e);
+                return Err(self.fail(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_state_file(&mut self) -> Result<(), StoreError> {
+        let state = StateFile {
+            first_seq: self.first_seq,
+            last_seq: self.next_seq - 1,
+            msgs: self.msgs,
+            bytes: self.bytes,
+            deleted: self.deleted.ranges().collect(),
+        };
+        let bytes = state.encode();
+        let tmp = self.dir.join(STATE_TMP_FILE);
+        let dest = self.dir.join(STATE_FILE);
+        let file = self.disk.open(&tmp, OpenMode::Create).map_err(|e| StoreError::disk(&tmp, None, e))?;
+        file.set_len(0).map_err(|e| StoreError::disk(&tmp, None, e))?;
+        file.write_at(&bytes, 0).map_err(|e| StoreError::disk(&tmp, Some(0), e))?;
+        // A failed sync here loses only the new state file: the blocks are already durable
+        // and an older state file is always safe to recover from (it knows less).
+        file.sync_data().map_err(|e| StoreError::disk(&tmp, None, e))?;
+        self.disk.rename(&tmp, &dest).map_err(|e| StoreError::disk(&tmp, None, e))?;
+        self.disk.sync_dir(&self.dir).map_err(|e| StoreError::disk(&self.dir, None, e))
+    }
+}
+
+/// Creates `dir` and any missing ancestors, syncing each parent so the new names are durable
+/// before anything is written inside them.
+fn create_dir_durably<D: Disk>(disk: &D, dir: &Path) -> Result<(), StoreError> {
+    let mut built = PathBuf::new();
+    for component in dir.components() {
+        let parent = built.clone();
+        built.push(component);
+        match disk.entry_kind(&built).map_err(|e| StoreError::disk(&built, None, e))? {
+            Some(EntryKind::Dir) => {}
+            Some(EntryKind::File) => {
+                return Err(StoreError::InvalidArgument { reason: format!("{} is a file", built.display()) });
+            }
+            None => {
+                disk.create_dir(&built).map_err(|e| StoreError::disk(&built, None, e))?;
+                disk.sync_dir(&parent).map_err(|e| StoreError::disk(&parent, None, e))?;
+            }
+        }
+    }
+    Ok(())
+}

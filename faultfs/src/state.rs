@@ -1,0 +1,239 @@
+//! The file system state faultfs keeps: two views of the same tree and the operations between
+//! them.
+//!
+//! * The **live** view is what the running process sees: every write, truncate, create,
+//!   rename and remove applied at once.
+//! * The **durable** view is what the medium holds: what a crash would leave.
+//! * **Pending** is the ordered list of operations in the live view not yet in the durable
+//!   view (the page cache and the directory journal). `sync_data` moves a file's data
+//!   operations to the durable view; `sync_dir` moves a directory's name operations.
+//!
+//! Invariant, until an fsync fails: durable + pending applied in order == live. After a
+//! failed fsync the dropped writes are in the live view only (see `inject`), which is the
+//! anomaly being modelled, not a bug.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+pub const SECTOR_BYTES: u64 = 512;
+
+pub type InodeId = u64;
+pub type OpId = u64;
+
+/// What a name points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    File(InodeId),
+    Dir,
+}
+
+/// A file's bytes in both views.
+#[derive(Clone, Debug, Default)]
+pub struct Inode {
+    pub live: Vec<u8>,
+    pub durable: Vec<u8>,
+}
+
+/// An operation not yet durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub id: OpId,
+    pub op: PendingOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PendingOp {
+    Write {
+        inode: InodeId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    SetLen {
+        inode: InodeId,
+        len: u64,
+    },
+    /// A name operation in directory `dir`.
+    Name {
+        dir: PathBuf,
+        op: NameOp,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameOp {
+    Create { path: PathBuf, node: Node },
+    Remove { path: PathBuf },
+    Rename { from: PathBuf, to: PathBuf },
+}
+
+impl PendingOp {
+    pub fn is_data(&self) -> bool {
+        !matches!(self, PendingOp::Name { .. })
+    }
+
+    pub fn inode(&self) -> Option<InodeId> {
+        match self {
+            PendingOp::Write { inode, .. } | PendingOp::SetLen { inode, .. } => Some(*inode),
+            PendingOp::Name { .. } => None,
+        }
+    }
+}
+
+/// The whole tree. Paths are relative; the root is the empty path and always exists.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    pub live: BTreeMap<PathBuf, Node>,
+    pub durable: BTreeMap<PathBuf, Node>,
+    pub inodes: BTreeMap<InodeId, Inode>,
+    pub pending: Vec<Pending>,
+    pub next_inode: InodeId,
+    pub next_op: OpId,
+    /// Sectors that fail every read until rewritten: (inode, sector index).
+    pub bad_sectors: BTreeSet<(InodeId, u64)>,
+}
+
+pub fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Applies a write to a byte vector, zero-filling any gap.
+pub fn write_bytes(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let end = offset as usize + data.len();
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[offset as usize..end].copy_from_slice(data);
+}
+
+/// Applies a name operation to a namespace.
+pub fn apply_name(names: &mut BTreeMap<PathBuf, Node>, op: &NameOp) {
+    match op {
+        NameOp::Create { path, node } => {
+            names.insert(path.clone(), *node);
+        }
+        NameOp::Remove { path } => {
+            names.remove(path);
+        }
+        NameOp::Rename { from, to } => {
+            // A rename whose source never became durable has nothing to move.
+            if let Some(node) = names.remove(from) {
+                names.insert(to.clone(), node);
+            }
+        }
+    }
+}
+
+impl Tree {
+    pub fn is_dir(names: &BTreeMap<PathBuf, Node>, path: &Path) -> bool {
+        path.as_os_str().is_empty() || names.get(path) == Some(&Node::Dir)
+    }
+
+    pub fn push(&mut self, op: PendingOp) -> OpId {
+        let id = self.next_op;
+        self.next_op += 1;
+        self.pending.push(Pending { id, op });
+        id
+    }
+
+    pub fn new_inode(&mut self) -> InodeId {
+        let id = self.next_inode;
+        self.next_inode += 1;
+        self.inodes.insert(id, Inode::default());
+        id
+    }
+
+    /// Applies a data operation to an inode's durable bytes; `torn_len` keeps only a prefix
+    /// of a write.
+    pub fn apply_durable_data(&mut self, op: &PendingOp, torn_len: Option<u64>) {
+        match op {
+            PendingOp::Write { inode, offset, data } => {
+                let keep = torn_len.map_or(data.len(), |n| n as usize);
+                if let Some(node) = self.inodes.get_mut(inode) {
+                    write_bytes(&mut node.durable, *offset, &data[..keep]);
+                }
+            }
+            PendingOp::SetLen { inode, len } => {
+                if let Some(node) = self.inodes.get_mut(inode) {
+                    node.durable.resize(*len as usize, 0);
+                }
+            }
+            PendingOp::Name { .. } => unreachable!("not a data operation"),
+        }
+    }
+
+    /// Makes every pending data operation on `inode` durable, in order.
+    pub fn sync_inode(&mut self, inode: InodeId) {
+        let (mine, rest): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|p| p.op.inode() == Some(inode));
+        self.pending = rest;
+        for pending in mine {
+            self.apply_durable_data(&pending.op, None);
+        }
+    }
+
+    /// Drops every pending data operation on `inode` without making it durable (a failed
+    /// fsync). Returns how many writes and bytes were dropped.
+    pub fn drop_inode_pending(&mut self, inode: InodeId) -> (usize, u64) {
+        let before = self.pending.len();
+        let mut bytes = 0u64;
+        self.pending.retain(|p| {
+            if p.op.inode() == Some(inode) {
+                if let PendingOp::Write { data, .. } = &p.op {
+                    bytes += data.len() as u64;
+                }
+                false
+            } else {
+                true
+            }
+        });
+        (before - self.pending.len(), bytes)
+    }
+
+    /// Makes every pending name operation in directory `dir` durable, in order.
+    pub fn sync_dir(&mut self, dir: &Path) {
+        let (mine, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| matches!(&p.op, PendingOp::Name { dir: d, .. } if d == dir));
+        self.pending = rest;
+        for pending in mine {
+            if let PendingOp::Name { op, .. } = &pending.op {
+                apply_name(&mut self.durable, op);
+            }
+        }
+    }
+
+    /// After a crash: drops durable names whose parent directory is not durable, resets the
+    /// live view to the durable one, forgets pending operations and unreachable inodes.
+    pub fn restart_from_durable(&mut self) {
+        // Each pass removes at least one orphan or stops; bounded by the number of names.
+        loop {
+            let orphans: Vec<PathBuf> =
+                self.durable.keys().filter(|path| !Self::is_dir(&self.durable, &parent_of(path))).cloned().collect();
+            if orphans.is_empty() {
+                break;
+            }
+            for path in orphans {
+                self.durable.remove(&path);
+            }
+        }
+        self.pending.clear();
+        self.live = self.durable.clone();
+        let reachable: BTreeSet<InodeId> = self
+            .durable
+            .values()
+            .filter_map(|node| match node {
+                Node::File(inode) => Some(*inode),
+                Node::Dir => None,
+            })
+            .collect();
+        self.inodes.retain(|id, _| reachable.contains(id));
+        for inode in self.inodes.values_mut() {
+            inode.live = inode.durable.clone();
+        }
+        self.bad_sectors.retain(|(inode, _)| reachable.contains(inode));
+    }
+
+    pub fn live_bytes_total(&self) -> u64 {
+        self.inodes.values().map(|i| i.live.len() as u64).sum()
+    }
+}
