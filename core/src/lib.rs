@@ -14,3 +14,6 @@ pub mod env;
 pub mod format;
 pub mod os;
 pub mod store;
+
+#[cfg(test)]
+mod testutil;

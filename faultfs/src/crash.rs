@@ -131,9 +131,126 @@ pub fn crash(tree: &mut Tree, mode: CrashMode, rng: &mut impl Rng) -> CrashRepor
     report
 }
 
+/// Bound on the crash states [`all_crash_states`] returns, so a long pending list fails loudly
+/// instead of exhausting memory.
+pub const CRASH_STATES_MAX: usize = 1 << 16;
+
+/// Every choice a crash could make now, across all modes: enough choices that applying each
+/// one yields every durable state the modes allow (ALICE-style enumeration). Within
+/// keep-subset, the order of kept writes matters only among writes that overlap on one file,
+/// so every order of each overlapping group is listed and non-overlapping writes keep one
+/// order. Panics if there would be more than [`CRASH_STATES_MAX`].
+pub fn all_crash_states(tree: &Tree) -> Vec<CrashReport> {
+    let pending = &tree.pending;
+    let n = pending.len();
+    let ids: Vec<OpId> = pending.iter().map(|p| p.id).collect();
+    let report = |mode, kept: Vec<OpId>, torn| CrashReport { mode, pending: n, kept, torn };
+    let mut out = vec![report(CrashMode::LoseUnsynced, Vec::new(), None)];
+    for k in 0..=n {
+        out.push(report(CrashMode::TornSequence, ids[..k].to_vec(), None));
+    }
+    for (k, p) in pending.iter().enumerate() {
+        if let PendingOp::Write { offset, data, .. } = &p.op {
+            for keep in tear_points(*offset, data.len() as u64) {
+                out.push(report(CrashMode::TornWrite, ids[..k].to_vec(), Some((p.id, keep))));
+            }
+        }
+    }
+    out.push(report(
+        CrashMode::LoseDirEntries,
+        pending.iter().filter(|p| p.op.is_data()).map(|p| p.id).collect(),
+        None,
+    ));
+    let names: Vec<OpId> = pending.iter().filter(|p| !p.op.is_data()).map(|p| p.id).collect();
+    let data: Vec<&crate::state::Pending> = pending.iter().filter(|p| p.op.is_data()).collect();
+    assert!(data.len() < 20, "{} pending data writes: too many to enumerate", data.len());
+    for mask in 0u32..(1 << data.len()) {
+        let kept: Vec<&crate::state::Pending> =
+            data.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, p)| *p).collect();
+        for order in overlap_orders(&kept) {
+            for m in 0..=names.len() {
+                let mut choice = names[..m].to_vec();
+                choice.extend(order.iter().copied());
+                out.push(report(CrashMode::KeepSubset, choice, None));
+                assert!(out.len() <= CRASH_STATES_MAX, "more than {CRASH_STATES_MAX} crash states");
+            }
+        }
+    }
+    out
+}
+
+fn overlaps(a: &PendingOp, b: &PendingOp) -> bool {
+    let span = |op: &PendingOp| match op {
+        PendingOp::Write { inode, offset, data } => Some((*inode, *offset, *offset + data.len() as u64)),
+        // A length change affects everything from the new end on.
+        PendingOp::SetLen { inode, len } => Some((*inode, *len, u64::MAX)),
+        PendingOp::Name { .. } => None,
+    };
+    match (span(a), span(b)) {
+        (Some((ia, sa, ea)), Some((ib, sb, eb))) => ia == ib && sa < eb && sb < ea,
+        _ => false,
+    }
+}
+
+/// Every order of `kept` that can give a distinct result: ops in overlapping groups are
+/// permuted, the rest stay in pending order.
+fn overlap_orders(kept: &[&crate::state::Pending]) -> Vec<Vec<OpId>> {
+    // Group by connected overlap; a group of one has a single order.
+    let mut group: Vec<usize> = (0..kept.len()).collect();
+    for i in 0..kept.len() {
+        for j in 0..i {
+            if overlaps(&kept[i].op, &kept[j].op) {
+                let (gi, gj) = (group[i], group[j]);
+                for g in group.iter_mut() {
+                    if *g == gi {
+                        *g = gj;
+                    }
+                }
+            }
+        }
+    }
+    let mut orders: Vec<Vec<OpId>> = vec![Vec::new()];
+    let mut done = vec![false; kept.len()];
+    for i in 0..kept.len() {
+        if done[i] {
+            continue;
+        }
+        let members: Vec<OpId> = (0..kept.len()).filter(|&j| group[j] == group[i]).map(|j| kept[j].id).collect();
+        for j in 0..kept.len() {
+            if group[j] == group[i] {
+                done[j] = true;
+            }
+        }
+        let perms = permutations(&members);
+        orders = orders
+            .into_iter()
+            .flat_map(|prefix| perms.iter().map(move |p| [prefix.clone(), p.clone()].concat()))
+            .collect();
+        assert!(orders.len() <= CRASH_STATES_MAX, "too many orders of overlapping writes");
+    }
+    orders
+}
+
+fn permutations(items: &[OpId]) -> Vec<Vec<OpId>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    assert!(items.len() <= 7, "{} overlapping writes: too many orders to enumerate", items.len());
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first);
+            out.push(tail);
+        }
+    }
+    out
+}
+
 /// Applies the kept operations of `report` to the durable view (in the report's order) and
 /// restarts the live view from it.
-fn apply_report(tree: &mut Tree, report: &CrashReport) {
+pub fn apply_report(tree: &mut Tree, report: &CrashReport) {
     let by_id: std::collections::BTreeMap<OpId, PendingOp> =
         tree.pending.iter().map(|p| (p.id, p.op.clone())).collect();
     for id in &report.kept {
@@ -156,6 +273,12 @@ fn apply_one(tree: &mut Tree, op: &PendingOp, torn_len: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permutations_are_complete() {
+        assert_eq!(permutations(&[1, 2, 3]).len(), 6);
+        assert_eq!(permutations(&[]), vec![Vec::<OpId>::new()]);
+    }
 
     #[test]
     fn tear_points_are_interior_sector_boundaries() {

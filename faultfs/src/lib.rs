@@ -13,7 +13,7 @@ mod crash;
 mod inject;
 mod state;
 
-pub use crash::{tear_points, CrashMode, CrashReport};
+pub use crash::{tear_points, CrashMode, CrashReport, CRASH_STATES_MAX};
 pub use inject::{FaultConfig, FaultEvent, FaultKind};
 pub use state::{InodeId, NameOp, Node, OpId, Pending, PendingOp, SECTOR_BYTES};
 
@@ -129,6 +129,42 @@ impl FaultFs {
         };
         self.deliver();
         report
+    }
+
+    /// Every choice a crash could make now, across all modes, such that applying each with
+    /// [`FaultFs::crash_as`] (on a [`FaultFs::fork`]) yields every state a crash could leave.
+    pub fn crash_states(&self) -> Vec<CrashReport> {
+        crash::all_crash_states(&self.lock().tree)
+    }
+
+    /// Crashes with exactly the choices in `report` (one of [`FaultFs::crash_states`]).
+    /// Panics if the report names operations that are not pending: a test bug.
+    pub fn crash_as(&self, report: &CrashReport) {
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let pending: std::collections::BTreeSet<OpId> = inner.tree.pending.iter().map(|p| p.id).collect();
+            assert!(report.kept.iter().chain(report.torn.iter().map(|(id, _)| id)).all(|id| pending.contains(id)));
+            crash::apply_report(&mut inner.tree, report);
+            inner.generation += 1;
+            inner.emit(FaultEvent::Crash(report.clone()));
+        }
+        self.deliver();
+    }
+
+    /// An independent copy of this disk (files, pending operations, RNG state, fault
+    /// config), without the observer: for exploring several futures from one state.
+    pub fn fork(&self) -> FaultFs {
+        let inner = self.lock();
+        let copy = Inner {
+            tree: inner.tree.clone(),
+            rng: inner.rng.clone(),
+            config: inner.config,
+            generation: inner.generation,
+            counts: inner.counts.clone(),
+            outbox: Vec::new(),
+        };
+        FaultFs { shared: Arc::new(Shared { inner: Mutex::new(copy), observer: Mutex::new(None) }) }
     }
 
     /// Flips one bit on the medium (both views): silent corruption that checksums must

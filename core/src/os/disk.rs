@@ -210,16 +210,7 @@ impl DiskFile for OsFile {
 mod tests {
     use super::*;
     use crate::disk::conformance;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    pub(crate) fn temp_root(tag: &str) -> PathBuf {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sluice-test-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::testutil::temp_root;
 
     #[test]
     fn os_disk_passes_the_conformance_suite() {

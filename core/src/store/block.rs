@@ -71,6 +71,9 @@ pub(crate) struct Block<F> {
     pub first_seq: u64,
     /// Offset just past the last valid record; appends go here.
     pub end_bytes: u64,
+    /// Offset up to which the contents are known durable (a `sync_data` covering them
+    /// succeeded in this process).
+    pub synced_bytes: u64,
     /// Holds writes not yet synced.
     pub dirty: bool,
     pub msgs: MsgIndex,
@@ -99,6 +102,7 @@ impl<F: DiskFile> Block<F> {
             file,
             first_seq,
             end_bytes: BLOCK_HEADER_BYTES as u64,
+            synced_bytes: 0,
             dirty: false,
             msgs: MsgIndex::default(),
         }
@@ -121,9 +125,19 @@ impl<F: DiskFile> Block<F> {
         Ok(offset)
     }
 
+    /// Makes the block durable. On failure, cuts the file back to the last durable offset:
+    /// after a failed fsync Linux may drop the dirty pages yet keep serving them from the
+    /// page cache, and a later open would read back records that will never reach the disk,
+    /// then build on them (fsyncgate). Truncating removes them from the cache too.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
-            self.file.sync_data().map_err(|e| StoreError::disk(&self.path, None, e))?;
+            if let Err(e) = self.file.sync_data() {
+                // Best effort: if even this fails the device is failing and nothing written
+                // after it can be acknowledged either (the store latches).
+                let _ = self.file.set_len(self.synced_bytes);
+                return Err(StoreError::disk(&self.path, None, e));
+            }
+            self.synced_bytes = self.end_bytes;
             self.dirty = false;
         }
         Ok(())

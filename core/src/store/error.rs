@@ -42,7 +42,8 @@ pub enum StoreError {
         limit: LimitKind,
     },
     /// A write or sync failed earlier and what is durable is unknown; the store refuses
-    /// writes until it is reopened (and recovered). Reads still work.
+    /// writes until it is reopened (and recovered). Reads of synced messages still work;
+    /// reads of messages written after the last successful sync may fail.
     Failed {
         cause: Box<StoreError>,
     },

@@ -12,7 +12,8 @@
 //! * nothing is appended after a failed write or sync (`failed` latches) until reopened:
 //!   what is durable is then unknown, and only recovery can say;
 //! * a block file is removed only after the compact record that makes its messages
-//!   unnecessary is durable.
+//!   unnecessary is durable, and never while it holds the latest compact record: that record
+//!   is what tells recovery the missing front blocks were purged, not lost.
 
 mod block;
 mod config;
@@ -20,6 +21,8 @@ mod error;
 mod recovery;
 mod scan;
 mod seqset;
+#[cfg(test)]
+mod tests;
 
 pub use config::{
     Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
@@ -31,7 +34,9 @@ pub use seqset::SeqSet;
 
 use crate::disk::{Disk, DiskFile, EntryKind, OpenMode};
 use crate::env::MonoTime;
-use crate::format::block::{decode_record, encode_record, encode_skip, record_len, BlockHeader, Record, RecordKind};
+use crate::format::block::{
+    decode_record, encode_record, encode_skip, record_len, BlockHeader, Record, RecordHead, RecordKind,
+};
 use crate::format::state::StateFile;
 use crate::format::FormatError;
 use block::{block_name, AppendError, Block};
@@ -81,6 +86,8 @@ pub struct FileStore<D: Disk> {
     deleted: SeqSet,
     msgs: u64,
     bytes: u64,
+    /// Index of the block holding the latest compact record.
+    compact_block: Option<u32>,
     /// A block was created since the directory was last synced.
     dir_dirty: bool,
     /// Blocks wholly below `first_seq`, removed at the next flush (after the compact record
@@ -109,6 +116,7 @@ impl<D: Disk> FileStore<D> {
             first_seq: recovered.first_seq,
             next_seq: recovered.next_seq,
             deleted: recovered.deleted,
+            compact_block: recovered.compact_block,
             msgs: 0,
             bytes: 0,
             dir_dirty: false,
@@ -127,11 +135,17 @@ impl<D: Disk> FileStore<D> {
             }
         }
         if store.blocks.is_empty() {
-            let index = 1;
-            store.create_block(index)?;
-            store.flush()?;
+            store.create_block(1)?;
         }
-        store.schedule_front_removals();
+        // What recovery read may have come from the page cache of a process whose fsync
+        // failed (never durable). Sync it all now, so everything the store builds on is on the
+        // medium; on a clean restart these are fsyncs of clean files and cost nothing.
+        for block in store.blocks.iter_mut() {
+            block.dirty = true;
+        }
+        store.dir_dirty = true;
+        store.schedule_front_removals()?;
+        store.flush()?;
         store.check_invariants();
         Ok((store, recovered.report))
     }
@@ -296,13 +310,34 @@ impl<D: Disk> FileStore<D> {
         if seq < self.first_seq || seq >= self.next_seq || self.deleted.contains(seq) {
             return Ok(None);
         }
+        let (head, all) = self.read_message(seq)?;
+        let subject_at = crate::format::block::RECORD_HEADER_BYTES;
+        let headers_at = subject_at + head.subject_len as usize;
+        let payload_at = headers_at + head.headers_len as usize;
+        Ok(Some(StoredMessage {
+            seq,
+            timestamp_ns: head.timestamp_ns,
+            subject: all.slice(subject_at..headers_at),
+            headers: all.slice(headers_at..payload_at),
+            payload: all.slice(payload_at..payload_at + head.payload_len as usize),
+        }))
+    }
+
+    /// Reads and verifies the record of message `seq`, which must be in the index. A checksum
+    /// mismatch is read a second time before it counts: flips on the read path are
+    /// transient, corruption on the medium is not.
+    fn read_message(&self, seq: u64) -> Result<(RecordHead, Bytes), StoreError> {
         let block = self.block_for(seq).expect("a sequence in range lies in some block");
         let entry = block.msgs.lookup(seq).expect("a sequence in range and not deleted is indexed");
         let offset = u64::from(entry.offset);
+        if let Some(cause) = &self.failed {
+            if offset + u64::from(entry.len) > block.synced_bytes {
+                // Cut away when the sync that should have made it durable failed.
+                return Err(StoreError::Failed { cause: Box::new(cause.clone()) });
+            }
+        }
         let mut bytes = vec![0u8; entry.len as usize];
         let mut reason = None;
-        // A checksum mismatch is read a second time before it counts: flips on the read path
-        // are transient, corruption on the medium is not.
         for _attempt in 0..2 {
             block
                 .file
@@ -317,27 +352,12 @@ impl<D: Disk> FileStore<D> {
                     reason = Some(CorruptReason::WrongSequence { found: record.seq });
                     break;
                 }
-                Ok((head, record)) => {
-                    let timestamp_ns = record.timestamp_ns;
-                    let subject_len = head.subject_len as usize;
-                    let headers_len = head.headers_len as usize;
-                    let payload_len = head.payload_len as usize;
-                    let all = Bytes::from(bytes);
-                    let subject_at = crate::format::block::RECORD_HEADER_BYTES;
-                    let headers_at = subject_at + subject_len;
-                    let payload_at = headers_at + headers_len;
-                    return Ok(Some(StoredMessage {
-                        seq,
-                        timestamp_ns,
-                        subject: all.slice(subject_at..headers_at),
-                        headers: all.slice(headers_at..payload_at),
-                        payload: all.slice(payload_at..payload_at + payload_len),
-                    }));
-                }
+                Ok((head, _)) => return Ok((head, Bytes::from(bytes))),
                 Err(error @ FormatError::BadChecksum { .. }) => reason = Some(CorruptReason::Format(error)),
                 Err(error) => {
+                    // A length or field error can also be a flip on the read path: the
+                    // checksum could not even be located. Read again like a mismatch.
                     reason = Some(CorruptReason::Format(error));
-                    break;
                 }
             }
         }
@@ -363,26 +383,39 @@ impl<D: Disk> FileStore<D> {
     }
 
     /// Time-driven work: deletes messages older than `max_age` (by `wall_ns`), and under
-    /// `SyncPolicy::Interval` syncs once the interval has passed since the last sync.
+    /// `SyncPolicy::Interval` syncs once the interval has passed since the last sync. The
+    /// sync happens even if expiry fails (a read error must not stop durability); the first
+    /// error is returned.
     pub fn tick(&mut self, now: MonoTime, wall_ns: i64) -> Result<(), StoreError> {
         self.check_writable()?;
-        if let Some(max_age) = self.config.limits.max_age {
-            let max_age_ns = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
-            let cutoff_ns = wall_ns.saturating_sub(max_age_ns);
-            let new_first = self.first_seq_after_expiry(cutoff_ns)?;
-            if new_first > self.first_seq {
-                self.write_compact(new_first)?;
-                self.sync_if_always()?;
-            }
-        }
+        let expired = self.expire(wall_ns);
+        let mut synced = Ok(());
         if let SyncPolicy::Interval { interval } = self.config.sync {
             let last = *self.last_sync.get_or_insert(now);
             if now.saturating_since(last) >= interval {
-                self.sync()?;
-                self.last_sync = Some(now);
+                synced = self.sync();
+                if synced.is_ok() {
+                    self.last_sync = Some(now);
+                }
             }
         }
+        expired.and(synced)
+    }
+
+    fn expire(&mut self, wall_ns: i64) -> Result<(), StoreError> {
+        let Some(max_age) = self.config.limits.max_age else { return Ok(()) };
+        let max_age_ns = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX);
+        let new_first = self.first_seq_after_expiry(wall_ns.saturating_sub(max_age_ns))?;
+        if new_first > self.first_seq {
+            self.write_compact(new_first)?;
+            self.sync_if_always()?;
+        }
         Ok(())
+    }
+
+    /// True while something written is not yet durable (a sync is due or failed).
+    pub fn has_unsynced_writes(&self) -> bool {
+        self.dir_dirty || !self.removals.is_empty() || self.blocks.iter().any(|b| b.dirty)
     }
 
     /// Syncs and closes the store.
@@ -529,17 +562,28 @@ impl<D: Disk> FileStore<D> {
         self.deleted.remove_below(new_first);
         self.first_seq = new_first;
         self.next_seq = self.next_seq.max(new_first);
-        self.schedule_front_removals();
-        Ok(())
+        self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
+        self.schedule_front_removals()
     }
 
     /// Moves blocks whose every message is below `first_seq` to the removal list. The last
-    /// block is never removed: it is where the next record goes.
-    fn schedule_front_removals(&mut self) {
-        while self.blocks.len() > 1 && self.blocks[1].first_seq <= self.first_seq {
-            let block = self.blocks.pop_front().expect("len > 1");
+    /// block is never removed: it is where the next record goes. If a removed block holds the
+    /// latest compact record, the record is first written again to the last block.
+    fn schedule_front_removals(&mut self) -> Result<(), StoreError> {
+        let removable = self.blocks.iter().skip(1).take_while(|b| b.first_seq <= self.first_seq).count();
+        if removable == 0 {
+            return Ok(());
+        }
+        let first_kept = self.blocks[removable].index;
+        if self.compact_block.is_some_and(|at| at < first_kept) {
+            self.write_marker(RecordKind::Compact, self.first_seq)?;
+            self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
+        }
+        for _ in 0..removable {
+            let block = self.blocks.pop_front().expect("counted above");
             self.removals.push(block);
         }
+        Ok(())
     }
 
     /// The first sequence that keeps the stream within max_msgs and max_bytes, deleting the
@@ -570,27 +614,16 @@ impl<D: Disk> FileStore<D> {
         newest
     }
 
-    /// The first sequence whose message is not older than `cutoff_ns`, reading timestamps
-    /// from the front of the stream.
+    /// The first sequence whose message is not older than `cutoff_ns`, reading (verified)
+    /// timestamps from the front of the stream.
     fn first_seq_after_expiry(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
         let mut first = self.first_seq;
         for block in &self.blocks {
-            for (seq, entry) in block.msgs.range(self.first_seq, self.next_seq) {
+            for (seq, _) in block.msgs.range(self.first_seq, self.next_seq) {
                 if self.deleted.contains(seq) {
                     continue;
                 }
-                let mut head = [0u8; crate::format::block::RECORD_HEADER_BYTES];
-                let offset = u64::from(entry.offset);
-                block
-                    .file
-                    .read_exact_at(&mut head, offset)
-                    .map_err(|e| StoreError::disk(&block.path, Some(offset), e.with_path(&block.path)))?;
-                let head = crate::format::block::decode_record_head(&head).map_err(|error| StoreError::Corrupt {
-                    file: block.path.clone(),
-                    offset,
-                    seq: Some(seq),
-                    reason: CorruptReason::Format(error),
-                })?;
+                let (head, _) = self.read_message(seq)?;
                 if head.timestamp_ns >= cutoff_ns {
                     return Ok(first);
                 }
@@ -607,15 +640,35 @@ impl<D: Disk> FileStore<D> {
         Ok(())
     }
 
-    /// Makes every written record durable: dirty blocks in index order, then the directory,
-    /// then removes front blocks whose compact record is now durable.
+    /// Makes every written record durable: dirty blocks in index order, including blocks
+    /// awaiting removal (until their removal is durable they are part of the chain recovery
+    /// walks, and a hole in one would cut every later block); then removes front blocks
+    /// (their compact record is now durable); then one directory sync makes both the new
+    /// block names and the removals durable. `dir_dirty` clears only when that sync succeeds,
+    /// so a failure leaves `has_unsynced_writes` true.
     fn flush(&mut self) -> Result<(), StoreError> {
-        for at in 0..self.blocks.len() {
-            if let Err(error) = self.blocks[at].sync() {
+        let total = self.removals.len() + self.blocks.len();
+        for at in 0..total {
+            let block = if at < self.removals.len() {
+                &mut self.removals[at]
+            } else {
+                &mut self.blocks[at - self.removals.len()]
+            };
+            if let Err(error) = block.sync() {
                 // A failed fsync may have dropped the dirty pages while reads still show
                 // them (Linux); a retry would report success for data that is gone.
                 return Err(self.fail(error));
             }
+        }
+        // Oldest first: a crash part-way leaves the remaining blocks contiguous.
+        while let Some(block) = self.removals.first() {
+            match self.disk.remove_file(&block.path) {
+                Ok(()) => {}
+                Err(e) if e.kind == crate::disk::DiskErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::disk(&block.path, None, e)),
+            }
+            self.removals.remove(0);
+            self.dir_dirty = true;
         }
         if self.dir_dirty {
             if let Err(e) = self.disk.sync_dir(&self.dir) {
@@ -623,21 +676,6 @@ impl<D: Disk> FileStore<D> {
                 return Err(self.fail(error));
             }
             self.dir_dirty = false;
-        }
-        if !self.removals.is_empty() {
-            // Oldest first: a crash part-way leaves the remaining blocks contiguous.
-            for block in &self.removals {
-                match self.disk.remove_file(&block.path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind == crate::disk::DiskErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::disk(&block.path, None, e)),
-                }
-            }
-            self.removals.clear();
-            if let Err(e) = self.disk.sync_dir(&self.dir) {
-                let error = StoreError::disk(&self.dir, None, e);
-                return Err(self.fail(error));
-            }
         }
         Ok(())
     }

@@ -136,10 +136,21 @@ impl RecoveryReport {
 
 pub(crate) struct Recovered<F> {
     pub blocks: Vec<Block<F>>,
+    /// Index of the block holding the highest compact record, if any survived.
+    pub compact_block: Option<u32>,
     pub first_seq: u64,
     pub next_seq: u64,
     pub deleted: SeqSet,
     pub report: RecoveryReport,
+}
+
+/// Where the cut falls relative to the block files, by position in the sorted listing.
+#[derive(Clone, Copy)]
+enum CutAt {
+    /// Inside the last kept block, which is truncated at the cut offset.
+    Within { position: usize },
+    /// Before the file at `position`: it and every later block file are dropped.
+    Before { position: usize },
 }
 
 /// What the block scan accumulates across blocks.
@@ -148,6 +159,7 @@ struct Walk {
     /// block header is read.
     next_seq: Option<u64>,
     compact_max: u64,
+    compact_block: Option<u32>,
     deleted: SeqSet,
     /// Highest sequence seen in anything read, including what lies past the cut.
     observed_max: u64,
@@ -190,16 +202,17 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
     let state = if state_present { read_state(disk, &dir.join(STATE_FILE), &mut report)? } else { None };
 
     let mode = if repair { OpenMode::ReadWrite } else { OpenMode::Read };
-    let mut walk = Walk { next_seq: None, compact_max: 0, deleted: SeqSet::new(), observed_max: 0 };
+    let mut walk =
+        Walk { next_seq: None, compact_max: 0, compact_block: None, deleted: SeqSet::new(), observed_max: 0 };
     let mut blocks: Vec<Block<D::File>> = Vec::new();
-    let mut cut_at: Option<usize> = None;
+    let mut cut_at: Option<CutAt> = None;
     for (position, &index) in indexes.iter().enumerate() {
         let path = dir.join(block_name(index));
         if let Some(previous) = blocks.last() {
             if index != previous.index + 1 {
                 let reason = CutReason::MissingBlock { index: previous.index + 1 };
                 report.cut = Some(cut_here(&path, 0, &walk, reason));
-                cut_at = Some(position);
+                cut_at = Some(CutAt::Before { position });
                 break;
             }
         }
@@ -209,8 +222,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
             Ok(header) => header,
             Err(reason) => {
                 report.cut = Some(cut_here(&path, 0, &walk, reason));
-                blocks.push(Block::new(index, path, file, 0));
-                cut_at = Some(position);
+                cut_at = Some(CutAt::Before { position });
                 break;
             }
         };
@@ -221,11 +233,9 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
                 .filter(|&expected| expected != header.first_seq)
                 .map(|expected_seq| CutReason::BlockStartMismatch { expected_seq, header_seq: header.first_seq })
         };
-        walk.observed_max = walk.observed_max.max(header.first_seq - 1);
         if let Some(reason) = header_problem {
             report.cut = Some(cut_here(&path, 0, &walk, reason));
-            blocks.push(Block::new(index, path, file, header.first_seq));
-            cut_at = Some(position);
+            cut_at = Some(CutAt::Before { position });
             break;
         }
         let next = walk.next_seq.get_or_insert(header.first_seq);
@@ -255,6 +265,9 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
                     ControlFlow::Continue(())
                 }
                 RecordKind::Compact => {
+                    if record.seq >= walk.compact_max {
+                        walk.compact_block = Some(index);
+                    }
                     walk.compact_max = walk.compact_max.max(record.seq);
                     *next = (*next).max(record.seq);
                     ControlFlow::Continue(())
@@ -264,8 +277,6 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         report.bytes_scanned += outcome.end_bytes;
         report.transient_mismatches += outcome.transient_mismatches;
         block.end_bytes = outcome.end_bytes;
-        let next_seq = walk.next_seq.expect("set from the first header");
-        walk.observed_max = walk.observed_max.max(next_seq - 1);
         blocks.push(block);
         if let Some(stop) = outcome.stop {
             let (offset, reason) = match stop {
@@ -273,48 +284,49 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
                 ScanStop::Rejected { offset, reason } => (offset, reason),
             };
             report.cut = Some(cut_here(&blocks.last().expect("just pushed").path, offset, &walk, reason));
-            cut_at = Some(position);
+            cut_at = Some(CutAt::Within { position });
             break;
         }
     }
 
-    if let Some(position) = cut_at {
+    if let Some(at) = cut_at {
         let cut = report.cut.clone().expect("cut_at is set with report.cut");
         // Learn what lay past the cut, for the report only.
-        let cut_block = blocks.pop().expect("the cut block was pushed");
-        walk.observed_max = walk.observed_max.max(observe_past(&cut_block.file, &cut_block.path, cut.offset)?);
-        let mut later = Vec::new();
-        for &index in &indexes[position + 1..] {
+        let first_dropped = match at {
+            CutAt::Within { position } => {
+                let block = blocks.last().expect("the cut block is the last kept");
+                walk.observed_max = walk.observed_max.max(observe_past(&block.file, &block.path, cut.offset)?);
+                position + 1
+            }
+            CutAt::Before { position } => position,
+        };
+        for &index in &indexes[first_dropped..] {
             let path = dir.join(block_name(index));
             let file = disk.open(&path, OpenMode::Read).map_err(|e| StoreError::disk(&path, None, e))?;
             if let Ok(Ok(header)) = read_header(&file, &path) {
                 walk.observed_max = walk.observed_max.max(header.first_seq.saturating_sub(1));
             }
             walk.observed_max = walk.observed_max.max(observe_past(&file, &path, BLOCK_HEADER_BYTES as u64)?);
-            later.push(path);
-        }
-        // Apply the cut: tail blocks first, so a crash in the middle leaves a prefix.
-        let keep_cut_block = cut.offset >= BLOCK_HEADER_BYTES as u64;
-        report.dropped_blocks = later.clone();
-        if !keep_cut_block {
-            report.dropped_blocks.insert(0, cut_block.path.clone());
+            report.dropped_blocks.push(path);
         }
         if repair {
+            // Tail blocks first, so a crash part-way leaves a contiguous prefix.
             for path in report.dropped_blocks.iter().rev() {
                 disk.remove_file(path).map_err(|e| StoreError::disk(path, None, e))?;
             }
-            if keep_cut_block {
-                let path = &cut_block.path;
-                cut_block.file.set_len(cut.offset).map_err(|e| StoreError::disk(path, Some(cut.offset), e))?;
-                cut_block.file.sync_data().map_err(|e| StoreError::disk(path, None, e))?;
+            if let CutAt::Within { .. } = at {
+                let block = blocks.last().expect("the cut block is the last kept");
+                let path = &block.path;
+                block.file.set_len(cut.offset).map_err(|e| StoreError::disk(path, Some(cut.offset), e))?;
+                block.file.sync_data().map_err(|e| StoreError::disk(path, None, e))?;
             }
             if !report.dropped_blocks.is_empty() {
                 disk.sync_dir(dir).map_err(dir_err)?;
             }
         }
-        if keep_cut_block {
-            blocks.push(cut_block);
-        }
+    }
+    if let Some(next_seq) = walk.next_seq {
+        walk.observed_max = walk.observed_max.max(next_seq - 1);
     }
 
     // The stream's range. A brand-new or wholly lost store starts where the state file says,
@@ -346,7 +358,8 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
     if walk.observed_max >= next_seq {
         report.lost.push((next_seq, walk.observed_max));
     }
-    Ok(Recovered { blocks, first_seq, next_seq, deleted, report })
+    let compact_block = walk.compact_block.filter(|i| blocks.iter().any(|b| b.index == *i));
+    Ok(Recovered { blocks, compact_block, first_seq, next_seq, deleted, report })
 }
 
 fn cut_here(file: &Path, offset: u64, walk: &Walk, reason: CutReason) -> Cut {

@@ -1,0 +1,400 @@
+//! Functional tests of the file store on the production disk. Crash behaviour is tested over
+//! faultfs in sluice-sim (core may not depend on it).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use super::*;
+use crate::os::OsDisk;
+use crate::testutil::temp_root;
+use std::time::Duration;
+
+fn msg<'a>(subject: &'a [u8], payload: &'a [u8], timestamp_ns: i64) -> NewMessage<'a> {
+    NewMessage { subject, headers: b"", payload, timestamp_ns }
+}
+
+fn small_blocks(sync: SyncPolicy, limits: Limits) -> StoreConfig {
+    StoreConfig { block_size_bytes: 256, sync, limits }
+}
+
+struct Fixture {
+    root: PathBuf,
+    disk: OsDisk,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let root = temp_root(tag);
+        let disk = OsDisk::new(&root).unwrap();
+        Fixture { root, disk }
+    }
+
+    fn open(&self, config: StoreConfig) -> (FileStore<OsDisk>, RecoveryReport) {
+        let (store, report) = FileStore::open(self.disk.clone(), Path::new("s"), config).unwrap();
+        store.check_invariants();
+        (store, report)
+    }
+
+    fn block_path(&self, index: u32) -> PathBuf {
+        self.root.join("s").join(block::block_name(index))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    format!("payload-{seq:04}").into_bytes()
+}
+
+fn fill(store: &mut FileStore<OsDisk>, count: u64) {
+    for _ in 0..count {
+        let seq = store.state().last_seq + 1;
+        assert_eq!(store.append(&msg(b"orders", &payload(seq), seq as i64)).unwrap(), seq);
+        store.check_invariants();
+    }
+}
+
+#[test]
+fn append_get_and_reopen_across_blocks() {
+    let fx = Fixture::new("basic");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(store.state(), StreamState { first_seq: 1, last_seq: 0, msgs: 0, bytes: 0, num_deleted: 0 });
+    fill(&mut store, 20);
+    assert!(store.blocks.len() > 3, "small blocks roll over");
+    let got = store.get(7).unwrap().unwrap();
+    assert_eq!(
+        (got.seq, &got.subject[..], &got.payload[..], got.timestamp_ns),
+        (7, &b"orders"[..], &payload(7)[..], 7)
+    );
+    assert_eq!(store.get(0).unwrap(), None);
+    assert_eq!(store.get(21).unwrap(), None);
+    let before = store.state();
+    store.close().unwrap();
+
+    let (store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(report.lost, Vec::<(u64, u64)>::new());
+    assert!(matches!(report.state_file, StateFileStatus::Valid { last_seq: 20, .. }));
+    assert_eq!(store.state(), before);
+    for seq in 1..=20 {
+        assert_eq!(store.get(seq).unwrap().unwrap().payload, payload(seq));
+    }
+}
+
+#[test]
+fn deletes_survive_reopen_and_front_blocks_are_removed() {
+    let fx = Fixture::new("delete");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 20);
+    assert!(store.delete(5).unwrap());
+    assert!(!store.delete(5).unwrap(), "deleting twice reports nothing deleted");
+    assert!(!store.delete(99).unwrap());
+    store.check_invariants();
+    assert_eq!(store.get(5).unwrap(), None);
+    assert_eq!(store.state().num_deleted, 1);
+    // Deleting the first message moves the front.
+    assert!(store.delete(1).unwrap());
+    assert_eq!(store.state().first_seq, 2);
+    assert_eq!(store.purge_before(12).unwrap(), 9, "2..=11 minus the deleted 5");
+    store.check_invariants();
+    assert_eq!(store.state().first_seq, 12);
+    assert_eq!(store.state().msgs, 9);
+    assert!(!fx.block_path(1).exists(), "a block wholly below first_seq is removed");
+    let before = store.state();
+    drop(store); // no close: Always made everything durable already
+
+    let (store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(store.state(), before);
+    assert_eq!(store.get(11).unwrap(), None);
+    assert_eq!(store.get(12).unwrap().unwrap().payload, payload(12));
+}
+
+#[test]
+fn skip_through_keeps_a_gap_as_a_gap() {
+    let fx = Fixture::new("skip");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 3);
+    store.skip_through(10).unwrap();
+    assert_eq!(store.append(&msg(b"s", b"x", 0)).unwrap(), 11);
+    store.check_invariants();
+    assert_eq!(store.state().msgs, 4);
+    assert_eq!(store.state().num_deleted, 7);
+    drop(store);
+    let (store, _) = fx.open(config);
+    assert_eq!(store.state().last_seq, 11);
+    assert_eq!(store.get(7).unwrap(), None);
+    assert_eq!(store.get(11).unwrap().unwrap().payload, &b"x"[..]);
+}
+
+#[test]
+fn purge_beyond_the_end_moves_the_next_sequence() {
+    let fx = Fixture::new("purge-beyond");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 3);
+    assert_eq!(store.purge_before(100).unwrap(), 3);
+    assert_eq!(store.state(), StreamState { first_seq: 100, last_seq: 99, msgs: 0, bytes: 0, num_deleted: 0 });
+    assert_eq!(store.append(&msg(b"s", b"x", 0)).unwrap(), 100);
+    drop(store);
+    let (store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(store.state().first_seq, 100);
+    assert_eq!(store.state().last_seq, 100);
+}
+
+#[test]
+fn max_msgs_and_max_bytes_discard_old() {
+    let fx = Fixture::new("limits-old");
+    let limits = Limits { max_msgs: Some(5), ..Limits::default() };
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
+    fill(&mut store, 12);
+    assert_eq!(store.state().msgs, 5);
+    assert_eq!(store.state().first_seq, 8);
+    drop(store);
+
+    let fx = Fixture::new("limits-bytes");
+    let one = record_len(6, 0, payload(1).len()) as u64;
+    let limits = Limits { max_bytes: Some(3 * one), ..Limits::default() };
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
+    fill(&mut store, 10);
+    assert_eq!(store.state().msgs, 3);
+    assert_eq!(store.state().bytes, 3 * one);
+    assert_eq!(store.state().first_seq, 8);
+}
+
+#[test]
+fn discard_new_refuses_and_keeps_the_stream() {
+    let fx = Fixture::new("limits-new");
+    let limits = Limits { max_msgs: Some(3), discard: Discard::New, ..Limits::default() };
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
+    fill(&mut store, 3);
+    let err = store.append(&msg(b"s", b"x", 0)).unwrap_err();
+    assert_eq!(err, StoreError::LimitExceeded { limit: LimitKind::MaxMsgs });
+    assert_eq!(store.state().last_seq, 3);
+    store.check_invariants();
+}
+
+#[test]
+fn oversized_messages_and_bad_subjects_are_refused() {
+    let fx = Fixture::new("sizes");
+    let limits = Limits { max_msg_size_bytes: 10, ..Limits::default() };
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
+    let err = store.append(&msg(b"s", &[0u8; 11], 0)).unwrap_err();
+    assert_eq!(err, StoreError::MessageTooLarge { size_bytes: 11, max_bytes: 10 });
+    assert!(matches!(store.append(&msg(b"", b"x", 0)), Err(StoreError::InvalidSubject { .. })));
+    let long = vec![b'a'; SUBJECT_BYTES_MAX + 1];
+    assert!(matches!(store.append(&msg(&long, b"x", 0)), Err(StoreError::InvalidSubject { .. })));
+    assert_eq!(store.state().last_seq, 0);
+    let config = StoreConfig { block_size_bytes: 1, ..StoreConfig::default() };
+    assert!(matches!(FileStore::open(fx.disk.clone(), Path::new("t"), config), Err(StoreError::InvalidConfig { .. })));
+}
+
+#[test]
+fn a_record_larger_than_a_block_gets_its_own_block() {
+    let fx = Fixture::new("big");
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, Limits::default()));
+    fill(&mut store, 2);
+    let big = vec![9u8; 1000];
+    let seq = store.append(&msg(b"big", &big, 0)).unwrap();
+    fill(&mut store, 2);
+    store.check_invariants();
+    assert_eq!(store.get(seq).unwrap().unwrap().payload, big);
+}
+
+#[test]
+fn max_age_expires_from_the_front_on_tick() {
+    let fx = Fixture::new("age");
+    let limits = Limits { max_age: Some(Duration::from_nanos(100)), ..Limits::default() };
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
+    for ts in [10i64, 20, 30, 200, 210] {
+        store.append(&msg(b"s", b"x", ts)).unwrap();
+    }
+    store.tick(MonoTime::ZERO, 150).unwrap();
+    assert_eq!(store.state().first_seq, 4, "messages stamped before 50 expired");
+    store.tick(MonoTime::ZERO, 1000).unwrap();
+    assert_eq!(store.state().msgs, 0);
+    store.check_invariants();
+}
+
+#[test]
+fn interval_policy_writes_state_when_the_interval_passes() {
+    let fx = Fixture::new("interval");
+    let config = small_blocks(SyncPolicy::Interval { interval: Duration::from_millis(10) }, Limits::default());
+    let (mut store, _) = fx.open(config);
+    let state = fx.root.join("s").join(recovery::STATE_FILE);
+    fill(&mut store, 3);
+    store.tick(MonoTime::from_nanos(0), 0).unwrap();
+    assert!(!state.exists(), "no sync before the interval");
+    store.tick(MonoTime::from_nanos(9_000_000), 0).unwrap();
+    assert!(!state.exists());
+    store.tick(MonoTime::from_nanos(10_000_000), 0).unwrap();
+    assert!(state.exists(), "the interval passed: synced, state written");
+}
+
+fn corrupt(path: &Path, offset: u64, xor: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= xor;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_mid_stream_cuts_there_and_reports_file_offset_and_sequence() {
+    let fx = Fixture::new("flip");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 20);
+    store.close().unwrap();
+    // Block 2's first record holds some sequence s; flip a payload bit in it.
+    let block2 = fx.block_path(2);
+    let header = BlockHeader::decode(&std::fs::read(&block2).unwrap()).unwrap();
+    corrupt(&block2, 32 + 40, 0x10);
+
+    let (verify_state, verify_report) = FileStore::verify(&fx.disk, Path::new("s")).unwrap();
+    let (store, report) = fx.open(config);
+    assert_eq!(report, verify_report, "verify predicts exactly what open does");
+    assert_eq!(verify_state, store.state());
+    let cut = report.cut.expect("recovery cut");
+    assert_eq!(cut.file, Path::new("s").join(block::block_name(2)));
+    assert_eq!(cut.offset, 32);
+    assert_eq!(cut.expected_seq, Some(header.first_seq));
+    assert!(matches!(cut.reason, CutReason::BadRecord(FormatError::BadChecksum { .. })), "{cut}");
+    assert_eq!(report.lost, vec![(header.first_seq, 20)], "state file and later blocks say how far it went");
+    assert_eq!(store.state().last_seq, header.first_seq - 1);
+    assert!(!fx.block_path(3).exists(), "later blocks are dropped");
+    let text = cut.to_string();
+    assert!(text.contains("0000000002.blk") && text.contains("offset 32"), "{text}");
+}
+
+#[test]
+fn corruption_found_by_a_read_is_an_error_never_wrong_data() {
+    let fx = Fixture::new("read-corrupt");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 5);
+    let entry = store.entry(3).unwrap();
+    let block = fx.block_path(store.block_for(3).unwrap().index);
+    corrupt(&block, u64::from(entry.offset) + 45, 0x01);
+    match store.get(3) {
+        Err(StoreError::Corrupt { file, offset, seq, reason }) => {
+            assert!(file.ends_with(block::block_name(store.block_for(3).unwrap().index)));
+            assert_eq!(offset, u64::from(entry.offset));
+            assert_eq!(seq, Some(3));
+            assert!(matches!(reason, CorruptReason::Format(FormatError::BadChecksum { .. })));
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+    assert_eq!(store.get(4).unwrap().unwrap().payload, payload(4), "neighbours are unaffected");
+}
+
+#[test]
+fn truncated_and_hostile_blocks_are_cut_without_panic_or_huge_allocation() {
+    let fx = Fixture::new("hostile");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 6);
+    store.close().unwrap();
+    let last = {
+        let mut names: Vec<_> = std::fs::read_dir(fx.root.join("s")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        fx.root.join("s").join(names.iter().rev().find(|n| n.to_str().unwrap().ends_with(".blk")).unwrap())
+    };
+    // Truncate the last block in the middle of its last record.
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 5).unwrap();
+    let (store, report) = fx.open(config);
+    let cut = report.cut.expect("cut at the torn record");
+    assert!(matches!(cut.reason, CutReason::BadRecord(FormatError::Truncated { .. })), "{cut}");
+    assert_eq!(store.state().last_seq, 5);
+    assert_eq!(report.lost, vec![(6, 6)], "the state file knew about 6");
+    drop(store);
+
+    // A record claiming 4 GiB: refused by the bound before any allocation.
+    let first = fx.block_path(1);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&first, bytes).unwrap();
+    let (store, report) = fx.open(config);
+    let cut = report.cut.expect("cut at the hostile length");
+    assert_eq!(cut.offset, 32);
+    assert!(matches!(cut.reason, CutReason::BadRecord(FormatError::LengthTooLarge { .. })), "{cut}");
+    assert_eq!(store.state().msgs, 0);
+    assert_eq!(report.lost, vec![(1, 6)]);
+}
+
+#[test]
+fn a_missing_middle_block_cuts_at_the_gap() {
+    let fx = Fixture::new("missing");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 20);
+    store.close().unwrap();
+    let block3 = BlockHeader::decode(&std::fs::read(fx.block_path(3)).unwrap()).unwrap();
+    std::fs::remove_file(fx.block_path(3)).unwrap();
+    let (store, report) = fx.open(config);
+    let cut = report.cut.unwrap();
+    assert_eq!(cut.reason, CutReason::MissingBlock { index: 3 });
+    assert_eq!(store.state().last_seq, block3.first_seq - 1);
+    assert_eq!(report.lost, vec![(block3.first_seq, 20)]);
+}
+
+#[test]
+fn a_block_starting_at_the_wrong_sequence_is_cut() {
+    let fx = Fixture::new("misdirected");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 20);
+    store.close().unwrap();
+    // Block 3 replaced by block 4's contents under block 3's name: the header says 4.
+    std::fs::copy(fx.block_path(4), fx.block_path(3)).unwrap();
+    let (_, report) = fx.open(config);
+    assert_eq!(report.cut.unwrap().reason, CutReason::BlockIndexMismatch { in_header: 4 });
+}
+
+#[test]
+fn a_corrupt_state_file_is_reported_and_ignored() {
+    let fx = Fixture::new("state-corrupt");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 4);
+    store.close().unwrap();
+    let state = fx.root.join("s").join(recovery::STATE_FILE);
+    corrupt(&state, 20, 0xff);
+    std::fs::write(fx.root.join("s").join("notes.txt"), b"hi").unwrap();
+    let (store, report) = fx.open(config);
+    assert!(matches!(report.state_file, StateFileStatus::Invalid { .. }));
+    assert_eq!(report.cut, None);
+    assert_eq!(report.ignored_files, vec!["notes.txt".to_string()]);
+    assert_eq!(store.state().last_seq, 4);
+}
+
+#[test]
+fn verify_changes_nothing() {
+    let fx = Fixture::new("verify");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 20);
+    store.close().unwrap();
+    corrupt(&fx.block_path(2), 40, 0x40);
+    let listing = |root: &Path| {
+        let mut all: Vec<(String, Vec<u8>)> = std::fs::read_dir(root.join("s"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let before = listing(&fx.root);
+    let (_, report) = FileStore::verify(&fx.disk, Path::new("s")).unwrap();
+    assert!(report.cut.is_some());
+    assert_eq!(listing(&fx.root), before);
+}

@@ -1,0 +1,64 @@
+//! Runs one seed inside a madsim runtime, on its own OS thread.
+//!
+//! A fresh thread per seed because std seeds its hash keys once per thread: a second runtime
+//! on the same thread would not be deterministic if anything hashed with `RandomState`
+//! (madsim's own note). Threads are the harness's business, never the code under test's.
+#![allow(clippy::disallowed_methods)]
+
+use crate::clock::SimClock;
+use crate::store_check::{run_store_check, StoreRunStats, TimeSource, Violation};
+use crate::time::WALL_ORIGIN_NS;
+use crate::trace::Trace;
+use crate::workload::{store_case, CaseParams, StoreCase};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sluice_faultfs::FaultFs;
+
+/// Runs `f` inside a madsim runtime seeded with `seed`, on a fresh thread.
+pub fn in_madsim<T, F>(seed: u64, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(format!("sim-seed-{seed}"))
+        .spawn(move || {
+            let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.block_on(async move { f() })
+        })
+        .expect("spawn a simulation thread")
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The outcome of one store crash seed.
+pub struct StoreSeedOutcome {
+    pub case: StoreCase,
+    pub result: Result<StoreRunStats, Violation>,
+    pub trace: Trace,
+}
+
+/// Runs store crash case `seed` with `steps` operations in madsim: the store's clock is a
+/// `SimClock` with skew and drift drawn from the seed, and time moves with madsim's.
+pub fn run_store_seed(seed: u64, steps: usize, keep_lines: bool) -> StoreSeedOutcome {
+    in_madsim(seed, move || {
+        let case = store_case(seed, steps);
+        let mut trace = Trace::new(keep_lines);
+        trace.record(format_args!("seed {seed} {}", CaseParams(&case)));
+        let mut clock_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x636c_6f63_6b00_0000);
+        let clock = SimClock::new(
+            WALL_ORIGIN_NS,
+            clock_rng.gen_range(-5_000_000_000..5_000_000_000),
+            clock_rng.gen_range(-200..200),
+        );
+        let disk = FaultFs::new(seed);
+        let advance = |by| madsim::time::advance(by);
+        let time = TimeSource { clock: &clock, advance: &advance };
+        let result = run_store_check(disk, case.config, case.faults, time, &case.ops, &mut trace);
+        match &result {
+            Ok(_) => trace.record("result: pass"),
+            Err(v) => trace.record(format_args!("result: fail: {v}")),
+        }
+        StoreSeedOutcome { case, result, trace }
+    })
+}

@@ -1,0 +1,614 @@
+//! Crash checking of the file store over faultfs.
+//!
+//! A workload of store operations (appends, deletes, purges, skips, syncs, time passing,
+//! reads, crashes, clean restarts) runs against a `FileStore` on a faultfs disk and against a
+//! reference model. The model remembers two states: `current` (what the store has
+//! acknowledged) and `synced` (what it had acknowledged at its last durability point), plus
+//! every message ever appended since the last crash. After each crash the recovered store
+//! must hold:
+//! * **durability**: every message of `synced` not deleted since; its last sequence at least
+//!   `synced`'s;
+//! * **prefix**: beyond `synced`, at most a contiguous run of the unsynced appends: no gap
+//!   (a present message after a missing one that was never deleted);
+//! * **integrity**: every message it returns is exactly the one appended at that sequence;
+//! * **honest report**: every sequence the recovery report calls lost is absent and was
+//!   never synced.
+//!
+//! Between crashes every read must return the acknowledged message, `None` for a deleted one,
+//! or an error that was injected, never other bytes.
+
+use crate::trace::Trace;
+use sluice_core::env::{Clock, MonoTime};
+use sluice_core::format::block::record_len;
+use sluice_core::store::{Discard, FileStore, LimitKind, NewMessage, StoreConfig, StoreError};
+use sluice_faultfs::{CrashMode, FaultConfig, FaultFs, FaultKind};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One step of a store workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Append {
+        subject: u8,
+        len: u16,
+    },
+    /// Deletes the `pick`-th present message (modulo the count).
+    Delete {
+        pick: u16,
+    },
+    /// Purges before a sequence chosen by `pick` (sometimes beyond the last).
+    Purge {
+        pick: u16,
+    },
+    Skip {
+        count: u8,
+    },
+    Sync,
+    Tick {
+        advance_ms: u16,
+    },
+    /// Reads the `pick`-th sequence of the range (present or not).
+    Get {
+        pick: u16,
+    },
+    /// A machine crash; `None` lets faultfs draw the mode.
+    Crash {
+        mode: Option<CrashMode>,
+    },
+    /// A clean close and reopen, no crash.
+    Reopen,
+}
+
+impl fmt::Display for StoreOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreOp::Append { subject, len } => write!(f, "append subject={subject} len={len}"),
+            StoreOp::Delete { pick } => write!(f, "delete pick={pick}"),
+            StoreOp::Purge { pick } => write!(f, "purge pick={pick}"),
+            StoreOp::Skip { count } => write!(f, "skip count={count}"),
+            StoreOp::Sync => write!(f, "sync"),
+            StoreOp::Tick { advance_ms } => write!(f, "tick +{advance_ms}ms"),
+            StoreOp::Get { pick } => write!(f, "get pick={pick}"),
+            StoreOp::Crash { mode: Some(mode) } => write!(f, "crash {}", mode.name()),
+            StoreOp::Crash { mode: None } => write!(f, "crash random"),
+            StoreOp::Reopen => write!(f, "reopen"),
+        }
+    }
+}
+
+/// A broken invariant: which, at which step, and the evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub step: usize,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: step {}: {}", self.invariant, self.step, self.detail)
+    }
+}
+
+/// What a passing run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreRunStats {
+    pub steps: usize,
+    pub appends: u64,
+    pub crashes: u64,
+    /// Unsynced messages a crash legitimately lost.
+    pub unsynced_lost: u64,
+    /// Recoveries that cut at an invalid or missing record.
+    pub cuts: u64,
+    pub faults: BTreeMap<FaultKind, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Msg {
+    subject: Vec<u8>,
+    payload: Vec<u8>,
+    timestamp_ns: i64,
+}
+
+/// The messages of a stream as the model sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Model {
+    first: u64,
+    next: u64,
+    msgs: BTreeMap<u64, Msg>,
+}
+
+impl Model {
+    fn empty() -> Self {
+        Model { first: 1, next: 1, msgs: BTreeMap::new() }
+    }
+
+    /// Moves the front to `seq`, dropping messages below it.
+    fn purge_before(&mut self, seq: u64) {
+        self.msgs = self.msgs.split_off(&seq);
+        self.first = self.first.max(seq);
+        self.next = self.next.max(seq);
+    }
+
+    /// Stored bytes, counted as the store counts them (whole records).
+    fn bytes(&self) -> u64 {
+        self.msgs.values().map(|m| record_len(m.subject.len(), 0, m.payload.len())).sum()
+    }
+
+    /// The front after the first message (or nothing) is gone, skipping deleted sequences.
+    fn first_after_deleting_front(&self) -> u64 {
+        self.msgs.keys().next().copied().unwrap_or(self.next)
+    }
+}
+
+/// How the workload reads time: a clock and a way to move it forward.
+pub struct TimeSource<'a, C: Clock> {
+    pub clock: &'a C,
+    pub advance: &'a dyn Fn(Duration),
+}
+
+struct Run<'a, C: Clock> {
+    disk: FaultFs,
+    dir: &'a Path,
+    config: StoreConfig,
+    faults: FaultConfig,
+    time: TimeSource<'a, C>,
+    store: Option<FileStore<FaultFs>>,
+    current: Model,
+    synced: Model,
+    /// Every message appended since the last crash or reopen, deleted or not.
+    appended: BTreeMap<u64, Msg>,
+    /// Read flips injected before the current step began.
+    flips_before: u64,
+    counter: u64,
+    step: usize,
+    stats: StoreRunStats,
+}
+
+fn violation(invariant: &'static str, step: usize, detail: impl Into<String>) -> Violation {
+    Violation { invariant, step, detail: detail.into() }
+}
+
+/// Runs `ops` against a store in `dir` on `disk` and checks every invariant in the module
+/// docs. Each step and its outcome goes to `trace`. Injected faults follow `faults` except
+/// while the store recovers (recovery itself is checked with a healthy disk).
+pub fn run_store_check<C: Clock>(
+    disk: FaultFs,
+    config: StoreConfig,
+    faults: FaultConfig,
+    time: TimeSource<'_, C>,
+    ops: &[StoreOp],
+    trace: &mut Trace,
+) -> Result<StoreRunStats, Violation> {
+    let dir = Path::new("stream");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    disk.set_observer(Box::new(move |event| sink.lock().expect("event sink").push(event.to_string())));
+    disk.set_config(FaultConfig::none());
+    let (store, _) =
+        FileStore::open(disk.clone(), dir, config).map_err(|e| violation("open", 0, format!("open failed: {e}")))?;
+    disk.set_config(faults);
+    let mut run = Run {
+        disk,
+        dir,
+        config,
+        faults,
+        time,
+        store: Some(store),
+        current: Model::empty(),
+        synced: Model::empty(),
+        appended: BTreeMap::new(),
+        flips_before: 0,
+        counter: 0,
+        step: 0,
+        stats: StoreRunStats::default(),
+    };
+    for (step, op) in ops.iter().enumerate() {
+        run.step = step;
+        let outcome = run.apply(op);
+        for event in events.lock().expect("event sink").drain(..) {
+            trace.record(format_args!("{step} fault: {event}"));
+        }
+        let outcome = outcome?;
+        trace.record(format_args!("{step} {op} -> {outcome}"));
+        run.store().check_invariants();
+        run.check_state()?;
+    }
+    run.stats.steps = ops.len();
+    run.stats.faults = run.disk.fault_counts();
+    Ok(run.stats)
+}
+
+impl<C: Clock> Run<'_, C> {
+    fn store(&mut self) -> &mut FileStore<FaultFs> {
+        self.store.as_mut().expect("the store is open between steps")
+    }
+
+    fn now(&self) -> (MonoTime, i64) {
+        (self.time.clock.now(), self.time.clock.wall_ns() as i64)
+    }
+
+    /// An error from the store is acceptable only if a fault was injected behind it: an
+    /// injected disk error, or a checksum failure in a step where reads were flipped (two
+    /// flipped reads of one record look like corruption, and must be reported as such).
+    fn expect_injected(&self, what: &str, error: &StoreError) -> Result<(), Violation> {
+        let flips_now = self.disk.fault_counts().get(&FaultKind::ReadBitflip).copied().unwrap_or(0);
+        let flipped = matches!(error, StoreError::Corrupt { .. }) && flips_now > self.flips_before;
+        if error.is_injected() || flipped {
+            Ok(())
+        } else {
+            Err(violation("unexpected-error", self.step, format!("{what}: {error}")))
+        }
+    }
+
+    fn apply(&mut self, op: &StoreOp) -> Result<String, Violation> {
+        self.flips_before = self.disk.fault_counts().get(&FaultKind::ReadBitflip).copied().unwrap_or(0);
+        let outcome = self.apply_op(op)?;
+        // The store says everything it acknowledged is durable: hold it to that at the next
+        // crash.
+        if let Some(store) = &self.store {
+            if !store.has_unsynced_writes() {
+                self.synced = self.current.clone();
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn apply_op(&mut self, op: &StoreOp) -> Result<String, Violation> {
+        match *op {
+            StoreOp::Append { subject, len } => {
+                self.counter += 1;
+                let mut payload = self.counter.to_le_bytes().to_vec();
+                payload.resize(8 + len as usize, subject);
+                let msg = Msg { subject: format!("s.{subject}").into_bytes(), payload, timestamp_ns: self.now().1 };
+                let new = NewMessage {
+                    subject: &msg.subject,
+                    headers: b"",
+                    payload: &msg.payload,
+                    timestamp_ns: msg.timestamp_ns,
+                };
+                let expected = self.current.next;
+                let result = self.store().append(&new);
+                let state = self.store().state();
+                match &result {
+                    Err(StoreError::LimitExceeded { limit }) => return self.check_refusal(*limit, &msg),
+                    Err(e) => self.expect_injected("append", e)?,
+                    Ok(_) => {}
+                }
+                if state.last_seq >= expected {
+                    // Appended (perhaps the sync behind it failed): acknowledged in memory.
+                    if let Ok(seq) = result {
+                        if seq != expected {
+                            return Err(violation(
+                                "sequence",
+                                self.step,
+                                format!("append got {seq}, expected {expected}"),
+                            ));
+                        }
+                    }
+                    self.appended.insert(expected, msg.clone());
+                    self.current.msgs.insert(expected, msg);
+                    self.current.next = expected + 1;
+                    self.stats.appends += 1;
+                    // Discard-old limits may have moved the front.
+                    self.current.purge_before(state.first_seq);
+                }
+                Ok(result.map_or_else(|e| format!("err {e}"), |seq| format!("seq {seq}")))
+            }
+            StoreOp::Delete { pick } => {
+                let Some(&seq) = self.pick_present(pick) else { return Ok("nothing to delete".into()) };
+                let msgs_before = self.store().state().msgs;
+                let result = self.store().delete(seq);
+                let gone = self.store().state().msgs < msgs_before;
+                match &result {
+                    Ok(true) => {}
+                    Ok(false) => return Err(violation("delete", self.step, format!("delete({seq}) found nothing"))),
+                    Err(e) => self.expect_injected("delete", e)?,
+                }
+                if result.is_ok() || gone {
+                    self.current.msgs.remove(&seq);
+                    if seq == self.current.first {
+                        self.current.first = self.current.first_after_deleting_front();
+                    }
+                }
+                Ok(format!("delete {seq}: {result:?}"))
+            }
+            StoreOp::Purge { pick } => {
+                let span = self.current.next - self.current.first + 3;
+                let seq = self.current.first + u64::from(pick) % span;
+                let result = self.store().purge_before(seq);
+                let first = self.store().state().first_seq;
+                if let Err(e) = &result {
+                    self.expect_injected("purge", e)?;
+                }
+                if first >= seq || result.is_ok() {
+                    self.current.purge_before(seq);
+                }
+                Ok(format!("purge before {seq}: {result:?}"))
+            }
+            StoreOp::Skip { count } => {
+                let last = self.current.next + u64::from(count);
+                let result = self.store().skip_through(last);
+                let state = self.store().state();
+                if let Err(e) = &result {
+                    self.expect_injected("skip", e)?;
+                }
+                if state.last_seq == last {
+                    self.current.next = last + 1;
+                }
+                Ok(format!("skip through {last}: {result:?}"))
+            }
+            StoreOp::Sync => {
+                let result = self.store().sync();
+                if let Err(e) = &result {
+                    self.expect_injected("sync", e)?;
+                }
+                Ok(format!("{result:?}"))
+            }
+            StoreOp::Tick { advance_ms } => {
+                (self.time.advance)(Duration::from_millis(u64::from(advance_ms)));
+                let (now, wall_ns) = self.now();
+                let result = self.store().tick(now, wall_ns);
+                let first = self.store().state().first_seq;
+                if let Err(e) = &result {
+                    self.expect_injected("tick", e)?;
+                }
+                // Expiry happens before the interval sync: a tick that failed may still have
+                // moved the front, and then it must have moved it exactly right.
+                if first != self.current.first || result.is_ok() {
+                    self.check_expiry(first, wall_ns)?;
+                    self.current.purge_before(first);
+                }
+                Ok(format!("tick: {result:?}"))
+            }
+            StoreOp::Get { pick } => {
+                let span = self.current.next - self.current.first + 1;
+                let seq = self.current.first + u64::from(pick) % span;
+                let got = self.store().get(seq);
+                let expected = self.current.msgs.get(&seq);
+                match (&got, expected) {
+                    (Ok(Some(m)), Some(e)) if m.payload == e.payload && m.subject == e.subject => {}
+                    (Ok(None), None) => {}
+                    (Err(e), _) => self.expect_injected("get", e)?,
+                    (got, expected) => {
+                        return Err(violation(
+                            "read-integrity",
+                            self.step,
+                            format!(
+                                "get({seq}) returned {:?}, model has {:?}",
+                                got.as_ref().map(|o| o.as_ref().map(|m| m.seq)),
+                                expected.map(|m| &m.payload)
+                            ),
+                        ))
+                    }
+                }
+                Ok(format!("get {seq}: {}", if got.is_ok() { "ok" } else { "injected error" }))
+            }
+            StoreOp::Reopen => {
+                let store = self.store.take().expect("open");
+                let closed = store.close();
+                if let Err(e) = &closed {
+                    self.expect_injected("close", e)?;
+                }
+                // No crash: after a clean close the store must come back exactly. After a
+                // failed one, what was written after the last good sync may be gone (the
+                // store cuts it rather than trust a page cache that failed to write back).
+                let outcome = self.reopen(closed.is_err())?;
+                Ok(format!("reopen (close {:?}): {outcome}", closed.is_ok()))
+            }
+            StoreOp::Crash { mode } => {
+                self.store = None;
+                self.disk.set_config(FaultConfig::none());
+                let report = match mode {
+                    Some(mode) => self.disk.crash_with(mode),
+                    None => self.disk.crash(),
+                };
+                self.stats.crashes += 1;
+                let outcome = self.reopen(true)?;
+                Ok(format!("crash ({report}): {outcome}"))
+            }
+        }
+    }
+
+    /// A `Discard::New` refusal must be exactly what the limits call for.
+    fn check_refusal(&self, limit: LimitKind, msg: &Msg) -> Result<String, Violation> {
+        let limits = self.config.limits;
+        let size = record_len(msg.subject.len(), 0, msg.payload.len());
+        let justified = limits.discard == Discard::New
+            && match limit {
+                LimitKind::MaxMsgs => limits.max_msgs.is_some_and(|max| self.current.msgs.len() as u64 + 1 > max),
+                LimitKind::MaxBytes => limits.max_bytes.is_some_and(|max| self.current.bytes() + size > max),
+            };
+        if justified {
+            Ok(format!("refused: {limit:?}"))
+        } else {
+            Err(violation(
+                "limits",
+                self.step,
+                format!("refused {limit:?} with {} msgs, {} bytes", self.current.msgs.len(), self.current.bytes()),
+            ))
+        }
+    }
+
+    /// The store's counts agree with the model.
+    fn check_state(&mut self) -> Result<(), Violation> {
+        let state = self.store().state();
+        let model = (self.current.first, self.current.next - 1, self.current.msgs.len() as u64, self.current.bytes());
+        let got = (state.first_seq, state.last_seq, state.msgs, state.bytes);
+        if got != model {
+            return Err(violation(
+                "state",
+                self.step,
+                format!("store (first, last, msgs, bytes) = {got:?}, model {model:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pick_present(&self, pick: u16) -> Option<&u64> {
+        let n = self.current.msgs.len();
+        (n > 0).then(|| self.current.msgs.keys().nth(usize::from(pick) % n)).flatten()
+    }
+
+    /// After a tick, the front must have moved exactly past the leading messages older than
+    /// max_age: to the first message after the last expired one (or the end), and not at all
+    /// if none expired.
+    fn check_expiry(&self, first: u64, wall_ns: i64) -> Result<(), Violation> {
+        let expected = match self.config.limits.max_age {
+            None => self.current.first,
+            Some(max_age) => {
+                let cutoff = wall_ns.saturating_sub(max_age.as_nanos() as i64);
+                let last_expired = self.current.msgs.iter().take_while(|(_, m)| m.timestamp_ns < cutoff).last();
+                match last_expired {
+                    None => self.current.first,
+                    Some((&seq, _)) => self.current.msgs.range(seq + 1..).next().map_or(self.current.next, |(&s, _)| s),
+                }
+            }
+        };
+        if first != expected {
+            return Err(violation("expiry", self.step, format!("front at {first}, expected {expected}")));
+        }
+        Ok(())
+    }
+
+    /// Reopens the store with a healthy disk and checks what it recovered. `crashed` says
+    /// whether unsynced data may be gone; otherwise the store must come back exactly. Open
+    /// syncs what it recovered, so afterwards everything it holds is durable.
+    fn reopen(&mut self, crashed: bool) -> Result<String, Violation> {
+        self.disk.set_config(FaultConfig::none());
+        let (store, report) = FileStore::open(self.disk.clone(), self.dir, self.config)
+            .map_err(|e| violation("recovery", self.step, format!("reopen failed on a healthy disk: {e}")))?;
+        store.check_invariants();
+        let state = store.state();
+        let mut recovered = Model { first: state.first_seq, next: state.last_seq + 1, msgs: BTreeMap::new() };
+        for seq in state.first_seq..=state.last_seq {
+            match store.get(seq) {
+                Ok(Some(m)) => {
+                    let msg =
+                        Msg { subject: m.subject.to_vec(), payload: m.payload.to_vec(), timestamp_ns: m.timestamp_ns };
+                    recovered.msgs.insert(seq, msg);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(violation("recovery", self.step, format!("read of {seq} after recovery failed: {e}")))
+                }
+            }
+        }
+        if report.cut.is_some() {
+            self.stats.cuts += 1;
+        }
+        if crashed {
+            self.check_recovered(&recovered, &report).map_err(|mut v| {
+                v.detail.push_str(&format!(
+                    " [recovery: cut {}, dropped {:?}, lost {:?}, state file {:?}]",
+                    report.cut.as_ref().map_or("none".to_string(), |c| c.to_string()),
+                    report.dropped_blocks,
+                    report.lost,
+                    report.state_file
+                ));
+                v
+            })?;
+            self.stats.unsynced_lost += self.current.msgs.keys().filter(|&&s| s > recovered.next - 1).count() as u64;
+        } else if recovered != self.current {
+            return Err(violation(
+                "restart",
+                self.step,
+                format!(
+                    "clean reopen changed the stream: had {}..{} ({} msgs), got {}..{} ({} msgs)",
+                    self.current.first,
+                    self.current.next,
+                    self.current.msgs.len(),
+                    recovered.first,
+                    recovered.next,
+                    recovered.msgs.len()
+                ),
+            ));
+        }
+        let outcome = format!(
+            "recovered {}..={} msgs={} cut={} lost={:?}",
+            state.first_seq,
+            state.last_seq,
+            state.msgs,
+            report.cut.as_ref().map_or("none".to_string(), |c| c.reason.to_string()),
+            report.lost
+        );
+        if crashed {
+            self.appended = recovered.msgs.clone();
+        }
+        self.current = recovered.clone();
+        self.synced = recovered;
+        self.store = Some(store);
+        self.disk.set_config(self.faults);
+        Ok(outcome)
+    }
+
+    fn check_recovered(&self, r: &Model, report: &sluice_core::store::RecoveryReport) -> Result<(), Violation> {
+        let (s, c) = (&self.synced, &self.current);
+        let step = self.step;
+        let r_last = r.next - 1;
+        if r_last < s.next - 1 {
+            return Err(violation(
+                "durability",
+                step,
+                format!("last sequence {r_last} below the synced {}", s.next - 1),
+            ));
+        }
+        if r_last > c.next - 1 {
+            return Err(violation(
+                "prefix",
+                step,
+                format!("last sequence {r_last} beyond the acknowledged {}", c.next - 1),
+            ));
+        }
+        for (seq, msg) in &r.msgs {
+            match self.appended.get(seq) {
+                Some(expected) if expected == msg => {}
+                other => {
+                    return Err(violation(
+                        "integrity",
+                        step,
+                        format!("sequence {seq} holds {:?}, appended was {:?}", msg.payload, other.map(|m| &m.payload)),
+                    ))
+                }
+            }
+        }
+        for seq in s.msgs.keys() {
+            if c.msgs.contains_key(seq) && !r.msgs.contains_key(seq) {
+                return Err(violation("durability", step, format!("synced message {seq} (never deleted) is gone")));
+            }
+        }
+        for seq in s.next..r.next {
+            if c.msgs.contains_key(&seq) && !r.msgs.contains_key(&seq) {
+                return Err(violation(
+                    "no-gap",
+                    step,
+                    format!("unsynced message {seq} missing while {r_last} survived"),
+                ));
+            }
+        }
+        for &(first, last) in &report.lost {
+            if first < s.next || last > c.next - 1 {
+                return Err(violation(
+                    "honest-report",
+                    step,
+                    format!(
+                        "reported {first}..={last} lost; synced through {}, acknowledged through {}",
+                        s.next - 1,
+                        c.next - 1
+                    ),
+                ));
+            }
+            if r.msgs.range(first..=last).next().is_some() {
+                return Err(violation(
+                    "honest-report",
+                    step,
+                    format!("reported {first}..={last} lost but some are present"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
