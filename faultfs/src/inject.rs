@@ -55,6 +55,7 @@ pub enum FaultKind {
     LatentSector,
     ReadBitflip,
     MediaBitflip,
+    PowerCut,
     Crash,
 }
 
@@ -95,6 +96,10 @@ pub enum FaultEvent {
         offset: u64,
         bit: u8,
     },
+    /// The power-cut budget ran out: every later mutating call fails until a crash.
+    PowerCut {
+        after_calls: u64,
+    },
     Crash(CrashReport),
 }
 
@@ -108,6 +113,7 @@ impl FaultEvent {
             FaultEvent::LatentSector { .. } => FaultKind::LatentSector,
             FaultEvent::ReadBitflip { .. } => FaultKind::ReadBitflip,
             FaultEvent::MediaBitflip { .. } => FaultKind::MediaBitflip,
+            FaultEvent::PowerCut { .. } => FaultKind::PowerCut,
             FaultEvent::Crash(_) => FaultKind::Crash,
         }
     }
@@ -137,6 +143,7 @@ impl fmt::Display for FaultEvent {
             FaultEvent::MediaBitflip { path, offset, bit } => {
                 write!(f, "injected media bit flip on {} at {offset} bit {bit}", path.display())
             }
+            FaultEvent::PowerCut { after_calls } => write!(f, "injected power cut after {after_calls} mutating calls"),
             FaultEvent::Crash(report) => write!(f, "injected crash: {report}"),
         }
     }

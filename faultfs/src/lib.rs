@@ -48,9 +48,29 @@ struct Inner {
     counts: BTreeMap<FaultKind, u64>,
     /// Events produced under the lock, delivered after it is released.
     outbox: Vec<FaultEvent>,
+    /// Mutating calls made so far.
+    mutating_calls: u64,
+    /// Mutating calls left before the power is cut; `None` means no cut is set.
+    power_budget: Option<u64>,
 }
 
 impl Inner {
+    /// Counts a mutating call and fails it if the power is already cut.
+    fn power(&mut self, op: &'static str, path: &Path) -> Result<(), DiskError> {
+        self.mutating_calls += 1;
+        match &mut self.power_budget {
+            Some(0) => Err(DiskError::injected(DiskErrorKind::Io, op, path, "power lost")),
+            Some(left) => {
+                *left -= 1;
+                if *left == 0 {
+                    self.emit(FaultEvent::PowerCut { after_calls: self.mutating_calls });
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     fn roll(&mut self, ppm: u32) -> bool {
         ppm > 0 && self.rng.gen_range(0..1_000_000u32) < ppm
     }
@@ -90,8 +110,23 @@ impl FaultFs {
             generation: 0,
             counts: BTreeMap::new(),
             outbox: Vec::new(),
+            mutating_calls: 0,
+            power_budget: None,
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(inner), observer: Mutex::new(None) }) }
+    }
+
+    /// Cuts the power after `calls` more mutating calls (writes, truncates, syncs, creates,
+    /// removes, renames): every later one fails with an injected EIO and changes nothing, as
+    /// if the machine had already lost power, until a crash. `None` removes the cut. With
+    /// [`FaultFs::crash_states`] this enumerates crashes at every point inside an operation.
+    pub fn set_power_cut_after(&self, calls: Option<u64>) {
+        self.lock().power_budget = calls;
+    }
+
+    /// Mutating calls made so far (successful or not).
+    pub fn mutating_calls(&self) -> u64 {
+        self.lock().mutating_calls
     }
 
     pub fn set_config(&self, config: FaultConfig) {
@@ -124,6 +159,7 @@ impl FaultFs {
             let inner = &mut *guard;
             let report = crash::crash(&mut inner.tree, mode, &mut inner.rng);
             inner.generation += 1;
+            inner.power_budget = None;
             inner.emit(FaultEvent::Crash(report.clone()));
             report
         };
@@ -147,6 +183,7 @@ impl FaultFs {
             assert!(report.kept.iter().chain(report.torn.iter().map(|(id, _)| id)).all(|id| pending.contains(id)));
             crash::apply_report(&mut inner.tree, report);
             inner.generation += 1;
+            inner.power_budget = None;
             inner.emit(FaultEvent::Crash(report.clone()));
         }
         self.deliver();
@@ -163,6 +200,8 @@ impl FaultFs {
             generation: inner.generation,
             counts: inner.counts.clone(),
             outbox: Vec::new(),
+            mutating_calls: inner.mutating_calls,
+            power_budget: inner.power_budget,
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(copy), observer: Mutex::new(None) }) }
     }
@@ -289,6 +328,7 @@ impl Disk for FaultFs {
                 return Err(DiskError::new(DiskErrorKind::NotFound, "open", path, ""))
             }
             (None, OpenMode::Create | OpenMode::CreateNew) => {
+                inner.power("open", path)?;
                 let inode = inner.tree.new_inode();
                 let node = Node::File(inode);
                 inner.tree.live.insert(path.to_path_buf(), node);
@@ -313,6 +353,7 @@ impl Disk for FaultFs {
         }
         let parent = parent_of(path);
         require_live_dir(&inner.tree, "create_dir", &parent)?;
+        inner.power("create_dir", path)?;
         inner.tree.live.insert(path.to_path_buf(), Node::Dir);
         inner
             .tree
@@ -323,6 +364,7 @@ impl Disk for FaultFs {
     fn remove_file(&self, path: &Path) -> Result<(), DiskError> {
         let mut inner = self.lock();
         file_inode(&inner.tree, "remove_file", path)?;
+        inner.power("remove_file", path)?;
         inner.tree.live.remove(path);
         inner.tree.push(PendingOp::Name { dir: parent_of(path), op: NameOp::Remove { path: path.to_path_buf() } });
         Ok(())
@@ -344,6 +386,7 @@ impl Disk for FaultFs {
         if inner.tree.live.keys().any(|p| parent_of(p) == path) {
             return Err(DiskError::new(DiskErrorKind::InvalidInput, "remove_dir", path, "directory not empty"));
         }
+        inner.power("remove_dir", path)?;
         inner.tree.live.remove(path);
         inner.tree.push(PendingOp::Name { dir: parent_of(path), op: NameOp::Remove { path: path.to_path_buf() } });
         Ok(())
@@ -360,6 +403,7 @@ impl Disk for FaultFs {
         if inner.tree.live.get(to) == Some(&Node::Dir) || to.as_os_str().is_empty() {
             return Err(DiskError::new(DiskErrorKind::InvalidInput, "rename", to, "target is a directory"));
         }
+        inner.power("rename", from)?;
         inner.tree.live.remove(from);
         inner.tree.live.insert(to.to_path_buf(), Node::File(inode));
         inner.tree.push(PendingOp::Name { dir, op: NameOp::Rename { from: from.to_path_buf(), to: to.to_path_buf() } });
@@ -398,6 +442,7 @@ impl Disk for FaultFs {
         let result = {
             let mut inner = self.lock();
             require_live_dir(&inner.tree, "sync_dir", path)?;
+            inner.power("sync_dir", path)?;
             let ppm = inner.config.fsync_eio_ppm;
             if inner.roll(ppm) {
                 // The journal did not commit; the operations stay pending and may or may not
@@ -482,6 +527,7 @@ impl DiskFile for FaultFile {
         let result = (|| {
             let mut guard = self.lock()?;
             let inner = &mut *guard;
+            inner.power("write_at", &self.path)?;
             let len = buf.len() as u64;
             let current = inner.tree.inodes[&self.inode].live.len() as u64;
             let growth = (offset + len).saturating_sub(current);
@@ -532,6 +578,7 @@ impl DiskFile for FaultFile {
         let result = (|| {
             let mut guard = self.lock()?;
             let inner = &mut *guard;
+            inner.power("set_len", &self.path)?;
             let current = inner.tree.inodes[&self.inode].live.len() as u64;
             let growth = len_bytes.saturating_sub(current);
             if inner.config.capacity_bytes.is_some_and(|cap| inner.tree.live_bytes_total() + growth > cap) {
@@ -548,6 +595,7 @@ impl DiskFile for FaultFile {
     fn sync_data(&self) -> Result<(), DiskError> {
         let result = (|| {
             let mut inner = self.lock()?;
+            inner.power("sync_data", &self.path)?;
             let ppm = inner.config.fsync_eio_ppm;
             if inner.roll(ppm) {
                 let (dropped_writes, dropped_bytes) = inner.tree.drop_inode_pending(self.inode);

@@ -21,7 +21,7 @@ use crate::trace::Trace;
 use sluice_core::env::{Clock, MonoTime};
 use sluice_core::format::block::record_len;
 use sluice_core::store::{Discard, FileStore, LimitKind, NewMessage, StoreConfig, StoreError};
-use sluice_faultfs::{CrashMode, FaultConfig, FaultFs, FaultKind};
+use sluice_faultfs::{CrashMode, CrashReport, FaultConfig, FaultFs, FaultKind};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -150,6 +150,14 @@ pub struct TimeSource<'a, C: Clock> {
     pub advance: &'a dyn Fn(Duration),
 }
 
+impl<C: Clock> Clone for TimeSource<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C: Clock> Copy for TimeSource<'_, C> {}
+
 struct Run<'a, C: Clock> {
     disk: FaultFs,
     dir: &'a Path,
@@ -172,9 +180,9 @@ fn violation(invariant: &'static str, step: usize, detail: impl Into<String>) ->
     Violation { invariant, step, detail: detail.into() }
 }
 
-/// Runs `ops` against a store in `dir` on `disk` and checks every invariant in the module
-/// docs. Each step and its outcome goes to `trace`. Injected faults follow `faults` except
-/// while the store recovers (recovery itself is checked with a healthy disk).
+/// Runs `ops` against a store on `disk` and checks every invariant in the module docs. Each
+/// step and its outcome goes to `trace`. Injected faults follow `faults` except while the
+/// store recovers (recovery itself is checked with a healthy disk).
 pub fn run_store_check<C: Clock>(
     disk: FaultFs,
     config: StoreConfig,
@@ -183,43 +191,105 @@ pub fn run_store_check<C: Clock>(
     ops: &[StoreOp],
     trace: &mut Trace,
 ) -> Result<StoreRunStats, Violation> {
-    let dir = Path::new("stream");
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    disk.set_observer(Box::new(move |event| sink.lock().expect("event sink").push(event.to_string())));
-    disk.set_config(FaultConfig::none());
-    let (store, _) =
-        FileStore::open(disk.clone(), dir, config).map_err(|e| violation("open", 0, format!("open failed: {e}")))?;
-    disk.set_config(faults);
-    let mut run = Run {
-        disk,
-        dir,
-        config,
-        faults,
-        time,
-        store: Some(store),
-        current: Model::empty(),
-        synced: Model::empty(),
-        appended: BTreeMap::new(),
-        flips_before: 0,
-        counter: 0,
-        step: 0,
-        stats: StoreRunStats::default(),
-    };
-    for (step, op) in ops.iter().enumerate() {
-        run.step = step;
-        let outcome = run.apply(op);
-        for event in events.lock().expect("event sink").drain(..) {
+    let mut checker = StoreChecker::new(disk, config, faults, time)?;
+    for op in ops {
+        checker.step(op, trace)?;
+    }
+    Ok(checker.finish())
+}
+
+/// A store under check, one step at a time, that can also be forked to check one particular
+/// crash at the current point (for exhaustive enumeration of crash states).
+pub struct StoreChecker<'a, C: Clock> {
+    run: Run<'a, C>,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl<'a, C: Clock> StoreChecker<'a, C> {
+    /// Opens a fresh store in directory `stream` of `disk`.
+    pub fn new(
+        disk: FaultFs,
+        config: StoreConfig,
+        faults: FaultConfig,
+        time: TimeSource<'a, C>,
+    ) -> Result<Self, Violation> {
+        let dir = Path::new("stream");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        disk.set_observer(Box::new(move |event| sink.lock().expect("event sink").push(event.to_string())));
+        let faults_during_open = disk.config();
+        disk.set_config(FaultConfig::none());
+        let opened = FileStore::open(disk.clone(), dir, config);
+        disk.set_config(faults_during_open);
+        let (store, _) = opened.map_err(|e| violation("open", 0, format!("open failed: {e}")))?;
+        disk.set_config(faults);
+        let run = Run {
+            disk,
+            dir,
+            config,
+            faults,
+            time,
+            store: Some(store),
+            current: Model::empty(),
+            synced: Model::empty(),
+            appended: BTreeMap::new(),
+            flips_before: 0,
+            counter: 0,
+            step: 0,
+            stats: StoreRunStats::default(),
+        };
+        Ok(StoreChecker { run, events })
+    }
+
+    /// Applies one operation and checks everything that can be checked after it.
+    pub fn step(&mut self, op: &StoreOp, trace: &mut Trace) -> Result<(), Violation> {
+        let step = self.run.stats.steps;
+        self.run.step = step;
+        let outcome = self.run.apply(op);
+        for event in self.events.lock().expect("event sink").drain(..) {
             trace.record(format_args!("{step} fault: {event}"));
         }
         let outcome = outcome?;
         trace.record(format_args!("{step} {op} -> {outcome}"));
-        run.store().check_invariants();
-        run.check_state()?;
+        self.run.store().check_invariants();
+        self.run.check_state()?;
+        self.run.stats.steps += 1;
+        Ok(())
     }
-    run.stats.steps = ops.len();
-    run.stats.faults = run.disk.fault_counts();
-    Ok(run.stats)
+
+    pub fn disk(&self) -> &FaultFs {
+        &self.run.disk
+    }
+
+    /// Crashes a fork of the disk with exactly `choice` (one of `disk().crash_states()`),
+    /// recovers the store from it and checks the recovery. This checker is left untouched.
+    pub fn check_crash_as(&self, choice: &CrashReport) -> Result<String, Violation> {
+        let run = &self.run;
+        let mut fork = Run {
+            disk: run.disk.fork(),
+            dir: run.dir,
+            config: run.config,
+            faults: FaultConfig::none(),
+            time: run.time,
+            store: None,
+            current: run.current.clone(),
+            synced: run.synced.clone(),
+            appended: run.appended.clone(),
+            flips_before: 0,
+            counter: run.counter,
+            step: run.step,
+            stats: StoreRunStats::default(),
+        };
+        fork.disk.set_config(FaultConfig::none());
+        fork.disk.crash_as(choice);
+        fork.reopen(true)
+    }
+
+    pub fn finish(self) -> StoreRunStats {
+        let mut stats = self.run.stats;
+        stats.faults = self.run.disk.fault_counts();
+        stats
+    }
 }
 
 impl<C: Clock> Run<'_, C> {
