@@ -38,27 +38,32 @@ pub struct StoreSeedOutcome {
     pub trace: Trace,
 }
 
-/// Runs store crash case `seed` with `steps` operations in madsim: the store's clock is a
-/// `SimClock` with skew and drift drawn from the seed, and time moves with madsim's.
+/// Runs store crash case `seed` with `steps` operations in madsim, on a fresh thread: the
+/// store's clock is a `SimClock` with skew and drift drawn from the seed, and time moves with
+/// madsim's.
 pub fn run_store_seed(seed: u64, steps: usize, keep_lines: bool) -> StoreSeedOutcome {
-    in_madsim(seed, move || {
-        let case = store_case(seed, steps);
-        let mut trace = Trace::new(keep_lines);
-        trace.record(format_args!("seed {seed} {}", CaseParams(&case)));
-        let mut clock_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x636c_6f63_6b00_0000);
-        let clock = SimClock::new(
-            WALL_ORIGIN_NS,
-            clock_rng.gen_range(-5_000_000_000..5_000_000_000),
-            clock_rng.gen_range(-200..200),
-        );
-        let disk = FaultFs::new(seed);
-        let advance = |by| madsim::time::advance(by);
-        let time = TimeSource { clock: &clock, advance: &advance };
-        let result = run_store_check(disk, case.config, case.faults, time, &case.ops, &mut trace);
-        match &result {
-            Ok(_) => trace.record("result: pass"),
-            Err(v) => trace.record(format_args!("result: fail: {v}")),
-        }
-        StoreSeedOutcome { case, result, trace }
-    })
+    in_madsim(seed, move || run_store_case_here(seed, steps, keep_lines))
 }
+
+/// The body of [`run_store_seed`], for a caller already inside a madsim runtime.
+pub fn run_store_case_here(seed: u64, steps: usize, keep_lines: bool) -> StoreSeedOutcome {
+    let case = store_case(seed, steps);
+    let mut trace = Trace::new(keep_lines);
+    trace.record(format_args!("seed {seed} {}", CaseParams(&case)));
+    let mut clock_rng = ChaCha8Rng::seed_from_u64(seed ^ CLOCK_STREAM);
+    let skew_ns = clock_rng.gen_range(-5_000_000_000..5_000_000_000);
+    let drift_ppm = clock_rng.gen_range(-200..200);
+    trace.record(format_args!("clock skew={skew_ns}ns drift={drift_ppm}ppm"));
+    let clock = SimClock::new(WALL_ORIGIN_NS, skew_ns, drift_ppm);
+    let advance = |by| madsim::time::advance(by);
+    let time = TimeSource { clock: &clock, advance: &advance };
+    let result = run_store_check(FaultFs::new(seed), case.config, case.faults, time, &case.ops, &mut trace);
+    match &result {
+        Ok(_) => trace.record("result: pass"),
+        Err(v) => trace.record(format_args!("result: fail: {v}")),
+    }
+    StoreSeedOutcome { case, result, trace }
+}
+
+/// Separates the clock's random stream from the workload's, which also starts from `seed`.
+const CLOCK_STREAM: u64 = 0x636c_6f63_6b00_0000;

@@ -39,7 +39,8 @@ pub fn store_case(seed: u64, steps: usize) -> StoreCase {
     }
     limits.max_msg_size_bytes = 4096;
     limits.discard = if rng.gen_bool(0.8) { Discard::Old } else { Discard::New };
-    let config = StoreConfig { block_size_bytes: rng.gen_range(96..2048), sync, limits };
+    let write_buffer_bytes = [0, 64, 700, 4096, 256 * 1024][rng.gen_range(0..5)];
+    let config = StoreConfig { block_size_bytes: rng.gen_range(96..2048), write_buffer_bytes, sync, limits };
     let mut rate = |on: f64, max_ppm: u32| if rng.gen_bool(on) { rng.gen_range(1..=max_ppm) } else { 0 };
     let faults = FaultConfig {
         fsync_eio_ppm: rate(0.2, 20_000),
@@ -84,7 +85,7 @@ impl fmt::Display for CaseParams<'_> {
             SyncPolicy::OnSnapshot => "on-snapshot".to_string(),
             SyncPolicy::Interval { interval } => format!("interval({}ms)", interval.as_millis()),
         };
-        write!(f, "sync={sync} block={}B", c.block_size_bytes)?;
+        write!(f, "sync={sync} block={}B buffer={}B", c.block_size_bytes, c.write_buffer_bytes)?;
         let l = &c.limits;
         if let Some(n) = l.max_msgs {
             write!(f, " max_msgs={n}")?;

@@ -24,8 +24,9 @@ fn append(len: u16) -> StoreOp {
     StoreOp::Append { subject: 1, len }
 }
 
+/// A small write buffer, so appends reach the disk (and the crash states) between syncs.
 fn config(block_size_bytes: u64, sync: SyncPolicy, limits: Limits) -> StoreConfig {
-    StoreConfig { block_size_bytes, sync, limits }
+    StoreConfig { block_size_bytes, write_buffer_bytes: 40, sync, limits }
 }
 
 fn scenarios() -> Vec<Scenario> {

@@ -44,8 +44,10 @@ fn config() -> impl Strategy<Value = StoreConfig> {
             max_msg_size_bytes: 4096,
             discard,
         });
-    (sync, 96u64..2048, limits).prop_map(|(sync, block_size_bytes, limits)| StoreConfig {
+    let buffer = prop_oneof![Just(0usize), Just(64), Just(700), Just(4096), Just(256 * 1024)];
+    (sync, 96u64..2048, buffer, limits).prop_map(|(sync, block_size_bytes, write_buffer_bytes, limits)| StoreConfig {
         block_size_bytes,
+        write_buffer_bytes,
         sync,
         limits,
     })

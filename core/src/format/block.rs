@@ -238,6 +238,13 @@ pub fn decode_record_head(bytes: &[u8]) -> Result<RecordHead, FormatError> {
 /// extend past the record; the record's own length says where it ends.
 pub fn decode_record(bytes: &[u8]) -> Result<(RecordHead, Record<'_>), FormatError> {
     let head = decode_record_head(bytes)?;
+    let record = verify_record(bytes, head)?;
+    Ok((head, record))
+}
+
+/// The rest of [`decode_record`] for a head already decoded from `bytes`: checks the length
+/// available and the checksum, and splits the body.
+pub fn verify_record(bytes: &[u8], head: RecordHead) -> Result<Record<'_>, FormatError> {
     let len = head.len_bytes as usize;
     if bytes.len() < len {
         return Err(FormatError::Truncated { needed_bytes: len as u64, available_bytes: bytes.len() as u64 });
@@ -261,7 +268,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<(RecordHead, Record<'_>), FormatErr
     if head.kind == RecordKind::Skip && record.last_seq() < head.seq {
         return Err(FormatError::BadField { field: "skip range end", value: record.last_seq() });
     }
-    Ok((head, record))
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub(crate) struct Block<F> {
     pub first_seq: u64,
     /// Offset just past the last valid record; appends go here.
     pub end_bytes: u64,
+    /// Offset up to which records have been written to the file; the rest,
+    /// `[written_bytes, end_bytes)`, is in `pending`. Always a record boundary.
+    pub written_bytes: u64,
+    /// Encoded records appended but not yet written to the file (bounded by the store's
+    /// `write_buffer_bytes` plus one record).
+    pending: Vec<u8>,
     /// Offset up to which the contents are known durable (a `sync_data` covering them
     /// succeeded in this process).
     pub synced_bytes: u64,
@@ -102,34 +108,80 @@ impl<F: DiskFile> Block<F> {
             file,
             first_seq,
             end_bytes: BLOCK_HEADER_BYTES as u64,
+            written_bytes: BLOCK_HEADER_BYTES as u64,
+            pending: Vec::new(),
             synced_bytes: 0,
             dirty: false,
             msgs: MsgIndex::default(),
         }
     }
 
-    /// Writes `bytes` at the end of the block. On failure the block is cut back to its old
-    /// end so a partial write cannot be mistaken for a record later; if even that fails the
-    /// error says so and the caller must stop writing.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<u64, AppendError> {
+    /// Sets where valid records end after recovery has scanned (nothing is buffered).
+    pub fn set_recovered_end(&mut self, end_bytes: u64) {
+        assert!(self.pending.is_empty());
+        self.end_bytes = end_bytes;
+        self.written_bytes = end_bytes;
+    }
+
+    /// Appends an encoded record at the end of the block and returns its offset. The record
+    /// is buffered; once the buffer holds `buffer_limit_bytes` or more it is written to the
+    /// file. If that write fails, this record is taken back out (the append did not happen)
+    /// and the earlier buffered records stay buffered for the next attempt.
+    pub fn append(&mut self, record: &[u8], buffer_limit_bytes: usize) -> Result<u64, AppendError> {
         let offset = self.end_bytes;
+        self.pending.extend_from_slice(record);
+        self.end_bytes += record.len() as u64;
         self.dirty = true;
-        if let Err(source) = self.file.write_at(bytes, offset) {
-            let write_error = StoreError::disk(&self.path, Some(offset), source);
-            return match self.file.set_len(offset) {
-                Ok(()) => Err(AppendError::Clean(write_error)),
-                Err(_) => Err(AppendError::Unknown(write_error)),
-            };
+        if self.pending.len() >= buffer_limit_bytes {
+            if let Err(error) = self.write_pending() {
+                self.pending.truncate(self.pending.len() - record.len());
+                self.end_bytes = offset;
+                return Err(error);
+            }
         }
-        self.end_bytes += bytes.len() as u64;
         Ok(offset)
     }
 
-    /// Makes the block durable. On failure, cuts the file back to the last durable offset:
-    /// after a failed fsync Linux may drop the dirty pages yet keep serving them from the
-    /// page cache, and a later open would read back records that will never reach the disk,
-    /// then build on them (fsyncgate). Truncating removes them from the cache too.
+    /// Writes the buffered records to the file. On failure the file is cut back to
+    /// `written_bytes`, so a partial write cannot be mistaken for records later, and the
+    /// buffer is kept; if even the cut fails the error says the tail is unknown.
+    pub fn write_pending(&mut self) -> Result<(), AppendError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(source) = self.file.write_at(&self.pending, self.written_bytes) {
+            let error = StoreError::disk(&self.path, Some(self.written_bytes), source);
+            return match self.file.set_len(self.written_bytes) {
+                Ok(()) => Err(AppendError::Clean(error)),
+                Err(_) => Err(AppendError::Unknown(error)),
+            };
+        }
+        self.written_bytes = self.end_bytes;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset`, from the buffer if they are not written yet.
+    /// Records never straddle `written_bytes`.
+    pub fn read_exact(&self, buf: &mut [u8], offset: u64) -> Result<(), StoreError> {
+        if offset >= self.written_bytes {
+            let start = (offset - self.written_bytes) as usize;
+            buf.copy_from_slice(&self.pending[start..start + buf.len()]);
+            return Ok(());
+        }
+        assert!(offset + buf.len() as u64 <= self.written_bytes, "a record straddles the written boundary");
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| StoreError::disk(&self.path, Some(offset), e.with_path(&self.path)))
+    }
+
+    /// Makes the block durable; the buffer must have been written first. On failure, cuts
+    /// the file back to the last durable offset: after a failed fsync Linux may drop the
+    /// dirty pages yet keep serving them from the page cache, and a later open would read
+    /// back records that will never reach the disk, then build on them (fsyncgate).
+    /// Truncating removes them from the cache too.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        assert!(self.pending.is_empty(), "write the buffer before syncing");
         if self.dirty {
             if let Err(e) = self.file.sync_data() {
                 // Best effort: if even this fails the device is failing and nothing written

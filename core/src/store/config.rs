@@ -61,17 +61,29 @@ pub struct StoreConfig {
     /// A block is sealed and a new one started once it reaches this size. A record larger
     /// than this gets a block of its own.
     pub block_size_bytes: u64,
+    /// Appended records are buffered in memory and written to the file once this many bytes
+    /// are waiting (and at every sync and block roll). Ignored under `SyncPolicy::Always`,
+    /// where every append is written and synced at once. Buffered records are unsynced
+    /// records: a crash loses them, as it loses unsynced writes in the page cache.
+    pub write_buffer_bytes: usize,
     pub sync: SyncPolicy,
     pub limits: Limits,
 }
 
 pub const BLOCK_SIZE_BYTES_MIN: u64 = 64;
+/// Bound on the write buffer, so a config cannot make the store hold gigabytes unwritten.
+pub const WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Blocks index records with u32 offsets; this bound plus one maximal record fits.
 pub const BLOCK_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { block_size_bytes: 8 * 1024 * 1024, sync: SyncPolicy::Always, limits: Limits::default() }
+        StoreConfig {
+            block_size_bytes: 8 * 1024 * 1024,
+            write_buffer_bytes: 256 * 1024,
+            sync: SyncPolicy::Always,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -83,6 +95,9 @@ impl StoreConfig {
                 "block_size_bytes {} outside {BLOCK_SIZE_BYTES_MIN}..={BLOCK_SIZE_BYTES_MAX}",
                 self.block_size_bytes
             ));
+        }
+        if self.write_buffer_bytes > WRITE_BUFFER_BYTES_MAX {
+            return bad(format!("write_buffer_bytes {} above {WRITE_BUFFER_BYTES_MAX}", self.write_buffer_bytes));
         }
         if self.limits.max_msg_size_bytes > MSG_SIZE_BYTES_LIMIT {
             return bad(format!(

@@ -26,7 +26,7 @@ mod tests;
 
 pub use config::{
     Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
-    SUBJECT_BYTES_MAX,
+    SUBJECT_BYTES_MAX, WRITE_BUFFER_BYTES_MAX,
 };
 pub use error::{CorruptReason, LimitKind, StoreError};
 pub use recovery::{Cut, CutReason, RecoveryReport, StateFileStatus};
@@ -126,14 +126,8 @@ impl<D: Disk> FileStore<D> {
             state_stale: true,
             scratch: Vec::new(),
         };
-        for block in &store.blocks {
-            for (seq, entry) in block.msgs.range(store.first_seq, store.next_seq) {
-                if !store.deleted.contains(seq) {
-                    store.msgs += 1;
-                    store.bytes += u64::from(entry.len);
-                }
-            }
-        }
+        (store.msgs, store.bytes) =
+            count_messages(store.blocks.iter(), &store.deleted, store.first_seq, store.next_seq);
         if store.blocks.is_empty() {
             store.create_block(1)?;
         }
@@ -146,23 +140,18 @@ impl<D: Disk> FileStore<D> {
         store.dir_dirty = true;
         store.schedule_front_removals()?;
         store.flush()?;
-        store.check_invariants();
+        // O(messages): cheap next to the scan, but tests call it after every step anyway.
+        if cfg!(debug_assertions) {
+            store.check_invariants();
+        }
         Ok((store, recovered.report))
     }
 
     /// Scans the store in `dir` exactly as `open` would, without changing anything on disk.
     pub fn verify(disk: &D, dir: &Path) -> Result<(StreamState, RecoveryReport), StoreError> {
         let recovered = recover(disk, dir, false)?;
-        let mut msgs = 0u64;
-        let mut bytes = 0u64;
-        for block in &recovered.blocks {
-            for (seq, entry) in block.msgs.range(recovered.first_seq, recovered.next_seq) {
-                if !recovered.deleted.contains(seq) {
-                    msgs += 1;
-                    bytes += u64::from(entry.len);
-                }
-            }
-        }
+        let (msgs, bytes) =
+            count_messages(recovered.blocks.iter(), &recovered.deleted, recovered.first_seq, recovered.next_seq);
         let state = StreamState {
             first_seq: recovered.first_seq,
             last_seq: recovered.next_seq - 1,
@@ -339,10 +328,7 @@ impl<D: Disk> FileStore<D> {
         let mut bytes = vec![0u8; entry.len as usize];
         let mut reason = None;
         for _attempt in 0..2 {
-            block
-                .file
-                .read_exact_at(&mut bytes, offset)
-                .map_err(|e| StoreError::disk(&block.path, Some(offset), e.with_path(&block.path)))?;
+            block.read_exact(&mut bytes, offset)?;
             match decode_record(&bytes) {
                 Ok((_, record)) if record.kind != RecordKind::Message => {
                     reason = Some(CorruptReason::WrongKind);
@@ -502,11 +488,22 @@ impl<D: Disk> FileStore<D> {
                 .index
                 .checked_add(1)
                 .ok_or_else(|| StoreError::InvalidArgument { reason: "block index space exhausted".into() })?;
+            // A sealed block keeps nothing buffered: memory stays bounded by one buffer.
+            let written = self.last_block_mut().write_pending();
+            self.check_append(written)?;
             self.create_block(index)?;
         }
         self.state_stale = true;
-        match self.last_block_mut().append(record) {
-            Ok(offset) => Ok(offset),
+        let buffer_limit = if self.config.sync == SyncPolicy::Always { 0 } else { self.config.write_buffer_bytes };
+        let appended = self.last_block_mut().append(record, buffer_limit);
+        self.check_append(appended)
+    }
+
+    /// Turns a block write result into the store's: a clean failure is returned as is; a
+    /// failure that left a block's tail unknown also stops all writes.
+    fn check_append<T>(&mut self, result: Result<T, AppendError>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => Ok(value),
             Err(AppendError::Clean(error)) => Err(error),
             Err(AppendError::Unknown(error)) => Err(self.fail(error)),
         }
@@ -654,6 +651,15 @@ impl<D: Disk> FileStore<D> {
             } else {
                 &mut self.blocks[at - self.removals.len()]
             };
+            let written = block.write_pending();
+            self.check_append(written)?;
+        }
+        for at in 0..total {
+            let block = if at < self.removals.len() {
+                &mut self.removals[at]
+            } else {
+                &mut self.blocks[at - self.removals.len()]
+            };
             if let Err(error) = block.sync() {
                 // A failed fsync may have dropped the dirty pages while reads still show
                 // them (Linux); a retry would report success for data that is gone.
@@ -700,6 +706,27 @@ impl<D: Disk> FileStore<D> {
         self.disk.rename(&tmp, &dest).map_err(|e| StoreError::disk(&tmp, None, e))?;
         self.disk.sync_dir(&self.dir).map_err(|e| StoreError::disk(&self.dir, None, e))
     }
+}
+
+/// The number and stored size of the messages in `first..next` that are not deleted.
+fn count_messages<'a, F: DiskFile + 'a>(
+    blocks: impl Iterator<Item = &'a Block<F>>,
+    deleted: &SeqSet,
+    first: u64,
+    next: u64,
+) -> (u64, u64) {
+    let mut msgs = 0u64;
+    let mut bytes = 0u64;
+    for block in blocks {
+        for (seq, entry) in block.msgs.range(first, next) {
+            // Most streams have no interior deletes; skip the lookup then.
+            if deleted.is_empty() || !deleted.contains(seq) {
+                msgs += 1;
+                bytes += u64::from(entry.len);
+            }
+        }
+    }
+    (msgs, bytes)
 }
 
 /// Creates `dir` and any missing ancestors, syncing each parent so the new names are durable

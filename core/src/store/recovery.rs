@@ -276,7 +276,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         report.records_scanned += outcome.records;
         report.bytes_scanned += outcome.end_bytes;
         report.transient_mismatches += outcome.transient_mismatches;
-        block.end_bytes = outcome.end_bytes;
+        block.set_recovered_end(outcome.end_bytes);
         blocks.push(block);
         if let Some(stop) = outcome.stop {
             let (offset, reason) = match stop {

@@ -7,7 +7,9 @@
 
 use super::StoreError;
 use crate::disk::DiskFile;
-use crate::format::block::{decode_record, decode_record_head, Record, RECORD_BYTES_MAX, RECORD_HEADER_BYTES};
+use crate::format::block::{
+    decode_record, decode_record_head, verify_record, Record, RECORD_BYTES_MAX, RECORD_HEADER_BYTES,
+};
 use crate::format::FormatError;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -59,11 +61,17 @@ impl Window {
             return Ok(true);
         }
         let want = need.max(SCAN_CHUNK_BYTES).min((file_len - at) as usize);
-        self.buf.clear();
+        // Resize without clearing first: zeroing a megabyte per refill showed in profiles,
+        // and every byte is overwritten by the read below.
         self.buf.resize(want, 0);
         self.start = at;
         file.read_exact_at(&mut self.buf, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
         Ok(true)
+    }
+
+    /// Forgets the buffered bytes (rare: after a checksum mismatch a re-read fixed).
+    fn invalidate(&mut self) {
+        self.buf.clear();
     }
 
     fn slice(&self, at: u64, len: usize) -> &[u8] {
@@ -111,17 +119,17 @@ pub(crate) fn scan_records<F: DiskFile, R>(
             outcome.stop = Some(ScanStop::Invalid { offset: at, error });
             return Ok(outcome);
         }
-        let verdict = match decode_record(window.slice(at, len)) {
-            Ok((_, record)) => visit(at, &record),
+        let verdict = match verify_record(window.slice(at, len), head) {
+            Ok(record) => visit(at, &record),
             Err(FormatError::BadChecksum { .. }) => {
                 let mut again = vec![0u8; len];
                 file.read_exact_at(&mut again, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
                 match decode_record(&again) {
                     Ok((_, record)) => {
                         outcome.transient_mismatches += 1;
-                        // The window holds the flipped copy; drop it so later reads of these
+                        // The window holds the flipped copy; forget it so later reads of these
                         // bytes come from the disk again.
-                        window.buf.clear();
+                        window.invalidate();
                         visit(at, &record)
                     }
                     Err(error) => {

@@ -12,7 +12,7 @@ fn msg<'a>(subject: &'a [u8], payload: &'a [u8], timestamp_ns: i64) -> NewMessag
 }
 
 fn small_blocks(sync: SyncPolicy, limits: Limits) -> StoreConfig {
-    StoreConfig { block_size_bytes: 256, sync, limits }
+    StoreConfig { block_size_bytes: 256, write_buffer_bytes: 100, sync, limits }
 }
 
 struct Fixture {

@@ -1,0 +1,139 @@
+//! The store under specific disk faults, one scenario each: what it must do, stated exactly.
+//! (The crash property test meets these faults at random; these pin the behaviour down.)
+
+use sluice_core::disk::{Disk, DiskErrorKind, EntryKind};
+use sluice_core::format::FormatError;
+use sluice_core::store::{CutReason, FileStore, Limits, NewMessage, StoreConfig, StoreError, SyncPolicy};
+use sluice_faultfs::{CrashMode, FaultConfig, FaultFs};
+use std::path::Path;
+
+fn config(sync: SyncPolicy) -> StoreConfig {
+    StoreConfig { block_size_bytes: 300, write_buffer_bytes: 0, sync, limits: Limits::default() }
+}
+
+fn msg(payload: &[u8]) -> NewMessage<'_> {
+    NewMessage { subject: b"s", headers: b"", payload, timestamp_ns: 0 }
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("message-{i:03}").into_bytes()
+}
+
+fn filled(fs: &FaultFs, sync: SyncPolicy, count: u64) -> FileStore<FaultFs> {
+    let (mut store, _) = FileStore::open(fs.clone(), Path::new("s"), config(sync)).unwrap();
+    for i in 1..=count {
+        assert_eq!(store.append(&msg(&payload(i))).unwrap(), i);
+    }
+    store
+}
+
+#[test]
+fn a_latent_sector_error_fails_recovery_with_file_and_offset_and_loses_nothing() {
+    let fs = FaultFs::new(1);
+    filled(&fs, SyncPolicy::Always, 20).close().unwrap();
+    let block = Path::new("s/0000000002.blk");
+    fs.make_sector_bad(block, 40).unwrap();
+    let err = FileStore::open(fs.clone(), Path::new("s"), config(SyncPolicy::Always)).map(|_| ()).unwrap_err();
+    match &err {
+        StoreError::Disk { file, offset, source } => {
+            assert_eq!(file, block);
+            assert!(offset.is_some(), "the error names where the read failed: {err}");
+            assert_eq!(source.kind, DiskErrorKind::Io);
+            assert!(source.injected);
+        }
+        other => panic!("expected a disk error naming the block, got {other}"),
+    }
+    // Refusing is not cutting: the blocks are all still there for a retry or a repair.
+    assert_eq!(fs.entry_kind(Path::new("s/0000000003.blk")).unwrap(), Some(EntryKind::File));
+    assert!(err.to_string().contains("0000000002.blk"), "{err}");
+}
+
+#[test]
+fn a_failed_fsync_stops_writes_and_is_never_believed() {
+    let fs = FaultFs::new(2);
+    let mut store = filled(&fs, SyncPolicy::Always, 3);
+    fs.set_config(FaultConfig { fsync_eio_ppm: 1_000_000, ..FaultConfig::none() });
+    let err = store.append(&msg(b"doomed")).unwrap_err();
+    assert!(err.is_injected(), "{err}");
+    fs.set_config(FaultConfig::none());
+    // The device works again, but the store does not retry and believe: writes stay refused.
+    let refused = store.append(&msg(b"after")).unwrap_err();
+    assert!(matches!(refused, StoreError::Failed { .. }), "{refused}");
+    assert!(matches!(store.sync(), Err(StoreError::Failed { .. })));
+    assert!(store.has_unsynced_writes());
+    // The message whose sync failed is not served as if it were stored.
+    assert!(store.get(4).is_err());
+    assert_eq!(store.get(3).unwrap().unwrap().payload, payload(3));
+    drop(store);
+    // A restart without a machine crash must not find the dropped record in the page cache.
+    let (mut store, report) = FileStore::open(fs.clone(), Path::new("s"), config(SyncPolicy::Always)).unwrap();
+    assert_eq!(store.state().last_seq, 3, "{report:?}");
+    assert_eq!(store.append(&msg(b"next")).unwrap(), 4);
+    drop(store);
+    fs.crash_with(CrashMode::LoseUnsynced);
+    let (store, _) = FileStore::open(fs, Path::new("s"), config(SyncPolicy::Always)).unwrap();
+    assert_eq!(store.get(4).unwrap().unwrap().payload, &b"next"[..], "acknowledged after the reopen, so durable");
+}
+
+#[test]
+fn a_bit_flipped_on_the_medium_is_cut_reported_and_never_served() {
+    let fs = FaultFs::new(3);
+    filled(&fs, SyncPolicy::Always, 20).close().unwrap();
+    // Flip a payload bit of the first record in block 2.
+    fs.flip_bit(Path::new("s/0000000002.blk"), 32 + 36, 3).unwrap();
+    let (store, report) = FileStore::open(fs.clone(), Path::new("s"), config(SyncPolicy::Always)).unwrap();
+    let cut = report.cut.expect("the flipped record is cut");
+    assert_eq!(cut.file, Path::new("s/0000000002.blk"));
+    assert_eq!(cut.offset, 32);
+    assert!(matches!(cut.reason, CutReason::BadRecord(FormatError::BadChecksum { .. })));
+    let first_lost = cut.expected_seq.unwrap();
+    assert_eq!(report.lost, vec![(first_lost, 20)]);
+    for seq in 1..first_lost {
+        assert_eq!(store.get(seq).unwrap().unwrap().payload, payload(seq));
+    }
+    assert_eq!(store.get(first_lost).unwrap(), None);
+}
+
+#[test]
+fn read_flips_give_the_right_message_or_an_error_never_other_bytes() {
+    let mut recovered_by_reread = 0;
+    let mut reported = 0;
+    for seed in 0..40 {
+        let fs = FaultFs::new(seed);
+        let store = filled(&fs, SyncPolicy::Always, 10);
+        fs.set_config(FaultConfig { read_bitflip_ppm: 500_000, ..FaultConfig::none() });
+        for seq in 1..=10 {
+            match store.get(seq) {
+                Ok(Some(m)) => {
+                    assert_eq!(m.payload, payload(seq), "seed {seed}: wrong bytes for {seq}");
+                    recovered_by_reread += 1;
+                }
+                Ok(None) => panic!("seed {seed}: message {seq} vanished"),
+                Err(StoreError::Corrupt { seq: Some(s), .. }) => {
+                    assert_eq!(s, seq);
+                    reported += 1;
+                }
+                Err(other) => panic!("seed {seed}: unexpected error {other}"),
+            }
+        }
+    }
+    // At a 50% flip rate both outcomes must occur: re-reads repair some, two flips in a row
+    // are reported as corruption.
+    assert!(recovered_by_reread > 100 && reported > 10, "{recovered_by_reread} / {reported}");
+}
+
+#[test]
+fn enospc_refuses_the_append_and_the_store_goes_on() {
+    let fs = FaultFs::new(4);
+    let mut store = filled(&fs, SyncPolicy::Always, 3);
+    fs.set_config(FaultConfig { write_enospc_ppm: 1_000_000, ..FaultConfig::none() });
+    let err = store.append(&msg(b"no room")).unwrap_err();
+    assert!(matches!(&err, StoreError::Disk { source, .. } if source.kind == DiskErrorKind::NoSpace), "{err}");
+    fs.set_config(FaultConfig::none());
+    assert_eq!(store.append(&msg(b"room again")).unwrap(), 4, "ENOSPC is not a reason to stop the store");
+    drop(store);
+    fs.crash_with(CrashMode::LoseUnsynced);
+    let (store, report) = FileStore::open(fs, Path::new("s"), config(SyncPolicy::Always)).unwrap();
+    assert_eq!(report.cut, None, "the partial write was cut back before the next append");
+    assert_eq!(store.get(4).unwrap().unwrap().payload, &b"room again"[..]);
+}
