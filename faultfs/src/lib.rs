@@ -52,6 +52,10 @@ struct Inner {
     mutating_calls: u64,
     /// Mutating calls left before the power is cut; `None` means no cut is set.
     power_budget: Option<u64>,
+    /// The cut was reported to the observer.
+    power_cut_reported: bool,
+    /// Flips to apply to the next device read covering each (inode, offset): transient.
+    one_shot_flips: Vec<(InodeId, u64, u8)>,
 }
 
 impl Inner {
@@ -59,12 +63,15 @@ impl Inner {
     fn power(&mut self, op: &'static str, path: &Path) -> Result<(), DiskError> {
         self.mutating_calls += 1;
         match &mut self.power_budget {
-            Some(0) => Err(DiskError::injected(DiskErrorKind::Io, op, path, "power lost")),
+            Some(0) => {
+                if !self.power_cut_reported {
+                    self.power_cut_reported = true;
+                    self.emit(FaultEvent::PowerCut { after_calls: self.mutating_calls - 1 });
+                }
+                Err(DiskError::injected(DiskErrorKind::Io, op, path, "power lost"))
+            }
             Some(left) => {
                 *left -= 1;
-                if *left == 0 {
-                    self.emit(FaultEvent::PowerCut { after_calls: self.mutating_calls });
-                }
                 Ok(())
             }
             None => Ok(()),
@@ -112,6 +119,8 @@ impl FaultFs {
             outbox: Vec::new(),
             mutating_calls: 0,
             power_budget: None,
+            power_cut_reported: false,
+            one_shot_flips: Vec::new(),
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(inner), observer: Mutex::new(None) }) }
     }
@@ -121,7 +130,9 @@ impl FaultFs {
     /// if the machine had already lost power, until a crash. `None` removes the cut. With
     /// [`FaultFs::crash_states`] this enumerates crashes at every point inside an operation.
     pub fn set_power_cut_after(&self, calls: Option<u64>) {
-        self.lock().power_budget = calls;
+        let mut inner = self.lock();
+        inner.power_budget = calls;
+        inner.power_cut_reported = false;
     }
 
     /// Mutating calls made so far (successful or not).
@@ -202,6 +213,8 @@ impl FaultFs {
             outbox: Vec::new(),
             mutating_calls: inner.mutating_calls,
             power_budget: inner.power_budget,
+            power_cut_reported: inner.power_cut_reported,
+            one_shot_flips: inner.one_shot_flips.clone(),
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(copy), observer: Mutex::new(None) }) }
     }
@@ -212,13 +225,19 @@ impl FaultFs {
         let result = {
             let mut inner = self.lock();
             let inode = file_inode(&inner.tree, "flip_bit", path)?;
+            // The medium changes; the page cache shows the flip too unless a dirty page holds
+            // newer bytes there.
+            let cached = inner.tree.pending_write_overlaps(inode, offset, 1);
             let node = inner.tree.inodes.get_mut(&inode).expect("named inodes exist");
             let mask = 1u8 << (bit % 8);
             let mut flipped = false;
-            for bytes in [&mut node.live, &mut node.durable] {
-                if let Some(byte) = bytes.get_mut(offset as usize) {
-                    *byte ^= mask;
-                    flipped = true;
+            if let Some(byte) = node.durable.get_mut(offset as usize) {
+                *byte ^= mask;
+                flipped = true;
+                if !cached {
+                    if let Some(byte) = node.live.get_mut(offset as usize) {
+                        *byte ^= mask;
+                    }
                 }
             }
             if flipped {
@@ -230,6 +249,15 @@ impl FaultFs {
         };
         self.deliver();
         result
+    }
+
+    /// Flips `bit` of the byte at `offset` of `path` in the next read from the device that
+    /// covers it, once: a transient flip on the read path (the medium is intact).
+    pub fn flip_next_read(&self, path: &Path, offset: u64, bit: u8) -> Result<(), DiskError> {
+        let mut inner = self.lock();
+        let inode = file_inode(&inner.tree, "flip_next_read", path)?;
+        inner.one_shot_flips.push((inode, offset, bit % 8));
+        Ok(())
     }
 
     /// Makes the sector holding `offset` of `path` fail every read until it is rewritten.
@@ -495,10 +523,15 @@ impl DiskFile for FaultFile {
             let first_sector = offset / SECTOR_BYTES;
             let last_sector = (offset + n - 1) / SECTOR_BYTES;
             let eio = |path: &Path| Err(DiskError::injected(DiskErrorKind::Io, "read_at", path, "injected EIO"));
-            if inner.tree.bad_sectors.range((self.inode, first_sector)..=(self.inode, last_sector)).next().is_some() {
+            // Dirty bytes are served from the page cache: the device is not read, so device
+            // faults do not apply to them.
+            let from_device = !inner.tree.pending_write_overlaps(self.inode, offset, n);
+            let config = if from_device { inner.config } else { FaultConfig::none() };
+            if from_device
+                && inner.tree.bad_sectors.range((self.inode, first_sector)..=(self.inode, last_sector)).next().is_some()
+            {
                 return eio(&self.path);
             }
-            let config = inner.config;
             if inner.roll(config.read_eio_ppm) {
                 inner.emit(FaultEvent::ReadFailed { path: self.path.clone(), offset, len: n });
                 return eio(&self.path);
@@ -511,6 +544,16 @@ impl DiskFile for FaultFile {
             }
             let live = &inner.tree.inodes[&self.inode].live;
             buf[..n as usize].copy_from_slice(&live[offset as usize..(offset + n) as usize]);
+            if from_device {
+                let inode = self.inode;
+                let hit =
+                    inner.one_shot_flips.iter().position(|&(i, at, _)| i == inode && at >= offset && at < offset + n);
+                if let Some(k) = hit {
+                    let (_, at, bit) = inner.one_shot_flips.remove(k);
+                    buf[(at - offset) as usize] ^= 1 << bit;
+                    inner.emit(FaultEvent::ReadBitflip { path: self.path.clone(), offset: at, bit });
+                }
+            }
             if inner.roll(config.read_bitflip_ppm) {
                 let at = inner.rng.gen_range(0..n);
                 let bit = inner.rng.gen_range(0..8u8);

@@ -171,22 +171,32 @@ impl Tree {
         }
     }
 
-    /// Drops every pending data operation on `inode` without making it durable (a failed
-    /// fsync). Returns how many writes and bytes were dropped.
+    /// Drops every pending write on `inode` without making it durable (a failed fsync: the
+    /// dirty pages are written off). Length changes stay pending: they are journaled metadata,
+    /// which a failed data write-back does not discard. Returns how many writes and bytes
+    /// were dropped.
     pub fn drop_inode_pending(&mut self, inode: InodeId) -> (usize, u64) {
         let before = self.pending.len();
         let mut bytes = 0u64;
-        self.pending.retain(|p| {
-            if p.op.inode() == Some(inode) {
-                if let PendingOp::Write { data, .. } = &p.op {
-                    bytes += data.len() as u64;
-                }
+        self.pending.retain(|p| match &p.op {
+            PendingOp::Write { inode: i, data, .. } if *i == inode => {
+                bytes += data.len() as u64;
                 false
-            } else {
-                true
             }
+            _ => true,
         });
         (before - self.pending.len(), bytes)
+    }
+
+    /// True if a pending write on `inode` overlaps `[offset, offset + len)`: those bytes are
+    /// dirty in the page cache, so a read of them never reaches the device.
+    pub fn pending_write_overlaps(&self, inode: InodeId, offset: u64, len: u64) -> bool {
+        self.pending.iter().any(|p| match &p.op {
+            PendingOp::Write { inode: i, offset: o, data } => {
+                *i == inode && *o < offset + len && offset < *o + data.len() as u64
+            }
+            _ => false,
+        })
     }
 
     /// Makes every pending name operation in directory `dir` durable, in order.
@@ -233,7 +243,15 @@ impl Tree {
         self.bad_sectors.retain(|(inode, _)| reachable.contains(inode));
     }
 
+    /// Bytes held by files that have a name in the live view (removed files free their space;
+    /// a removed file still open would hold it on Linux, which this undercounts).
     pub fn live_bytes_total(&self) -> u64 {
-        self.inodes.values().map(|i| i.live.len() as u64).sum()
+        self.live
+            .values()
+            .filter_map(|node| match node {
+                Node::File(inode) => self.inodes.get(inode).map(|i| i.live.len() as u64),
+                Node::Dir => None,
+            })
+            .sum()
     }
 }

@@ -324,18 +324,21 @@ fn run(seed: u64, fsync_eio_ppm: u32, ops: Vec<Op>) {
                     continue;
                 };
                 let result = fs.open(&p, OpenMode::ReadWrite).unwrap().sync_data();
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut model.pending).into_iter().partition(|(_, op)| op.inode() == Some(inode));
-                model.pending = rest;
                 match result {
                     Ok(()) => {
+                        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut model.pending)
+                            .into_iter()
+                            .partition(|(_, op)| op.inode() == Some(inode));
+                        model.pending = rest;
                         for (_, op) in &mine {
                             model.apply_durable(op, None);
                         }
                     }
                     Err(e) => {
-                        // Dropped: the live view still shows them, the durable view never will.
+                        // The writes are dropped: the live view still shows them, the durable
+                        // view never will. Length changes (journaled metadata) stay pending.
                         assert!(e.injected && e.kind == DiskErrorKind::Io, "{e}");
+                        model.pending.retain(|(_, op)| !matches!(op, MOp::Write { inode: i, .. } if *i == inode));
                     }
                 }
             }
@@ -468,8 +471,15 @@ fn read_faults_are_reported_and_marked_injected() {
     let file = fs.open(Path::new("f"), OpenMode::CreateNew).unwrap();
     file.write_at(&[7u8; 2048], 0).unwrap();
 
-    fs.set_config(FaultConfig { read_bitflip_ppm: 1_000_000, ..FaultConfig::none() });
+    // Dirty bytes come from the page cache: device faults cannot touch them.
+    fs.set_config(FaultConfig { read_bitflip_ppm: 1_000_000, read_eio_ppm: 1_000_000, ..FaultConfig::none() });
     let mut buf = [0u8; 2048];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [7u8; 2048]);
+    fs.set_config(FaultConfig::none());
+    file.sync_data().unwrap();
+
+    fs.set_config(FaultConfig { read_bitflip_ppm: 1_000_000, ..FaultConfig::none() });
     assert_eq!(file.read_at(&mut buf, 0).unwrap(), 2048);
     let flipped: u32 = buf.iter().map(|b| (b ^ 7).count_ones()).sum();
     assert_eq!(flipped, 1, "exactly one bit differs");

@@ -20,7 +20,7 @@
 use crate::trace::Trace;
 use sluice_core::env::{Clock, MonoTime};
 use sluice_core::format::block::record_len;
-use sluice_core::store::{Discard, FileStore, LimitKind, NewMessage, StoreConfig, StoreError};
+use sluice_core::store::{Discard, FileStore, LimitKind, NewMessage, RecoveryReport, StoreConfig, StoreError};
 use sluice_faultfs::{CrashMode, CrashReport, FaultConfig, FaultFs, FaultKind};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -60,6 +60,12 @@ pub enum StoreOp {
     },
     /// A clean close and reopen, no crash.
     Reopen,
+    /// A crash, then recovery loses power after `after_calls` mutating disk calls, then
+    /// another crash, then recovery.
+    CrashInRecovery {
+        mode: Option<CrashMode>,
+        after_calls: u8,
+    },
 }
 
 impl fmt::Display for StoreOp {
@@ -75,6 +81,13 @@ impl fmt::Display for StoreOp {
             StoreOp::Crash { mode: Some(mode) } => write!(f, "crash {}", mode.name()),
             StoreOp::Crash { mode: None } => write!(f, "crash random"),
             StoreOp::Reopen => write!(f, "reopen"),
+            StoreOp::CrashInRecovery { mode, after_calls } => {
+                write!(
+                    f,
+                    "crash {} then crash in recovery after {after_calls} calls",
+                    mode.map_or("random", |m| m.name())
+                )
+            }
         }
     }
 }
@@ -144,6 +157,17 @@ impl Model {
     }
 }
 
+/// What an operation did to the stream, in the order the store wrote it. The store writes
+/// records in operation order and recovery keeps a prefix of them, so if an unsynced append
+/// survived a crash, every earlier effect must have survived too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Appended(u64),
+    Deleted(u64),
+    FrontTo(u64),
+    Skipped(u64),
+}
+
 /// How the workload reads time: a clock and a way to move it forward.
 pub struct TimeSource<'a, C: Clock> {
     pub clock: &'a C,
@@ -169,6 +193,8 @@ struct Run<'a, C: Clock> {
     synced: Model,
     /// Every message appended since the last crash or reopen, deleted or not.
     appended: BTreeMap<u64, Msg>,
+    /// Effects since `synced` was last taken, in order.
+    effects: Vec<Effect>,
     /// Read flips injected before the current step began.
     flips_before: u64,
     counter: u64,
@@ -233,6 +259,7 @@ impl<'a, C: Clock> StoreChecker<'a, C> {
             current: Model::empty(),
             synced: Model::empty(),
             appended: BTreeMap::new(),
+            effects: Vec::new(),
             flips_before: 0,
             counter: 0,
             step: 0,
@@ -275,6 +302,7 @@ impl<'a, C: Clock> StoreChecker<'a, C> {
             current: run.current.clone(),
             synced: run.synced.clone(),
             appended: run.appended.clone(),
+            effects: run.effects.clone(),
             flips_before: 0,
             counter: run.counter,
             step: run.step,
@@ -322,6 +350,7 @@ impl<C: Clock> Run<'_, C> {
         if let Some(store) = &self.store {
             if !store.has_unsynced_writes() {
                 self.synced = self.current.clone();
+                self.effects.clear();
             }
         }
         Ok(outcome)
@@ -363,7 +392,11 @@ impl<C: Clock> Run<'_, C> {
                     self.current.msgs.insert(expected, msg);
                     self.current.next = expected + 1;
                     self.stats.appends += 1;
+                    self.effects.push(Effect::Appended(expected));
                     // Discard-old limits may have moved the front.
+                    if state.first_seq > self.current.first {
+                        self.effects.push(Effect::FrontTo(state.first_seq));
+                    }
                     self.current.purge_before(state.first_seq);
                 }
                 Ok(result.map_or_else(|e| format!("err {e}"), |seq| format!("seq {seq}")))
@@ -382,6 +415,9 @@ impl<C: Clock> Run<'_, C> {
                     self.current.msgs.remove(&seq);
                     if seq == self.current.first {
                         self.current.first = self.current.first_after_deleting_front();
+                        self.effects.push(Effect::FrontTo(self.current.first));
+                    } else {
+                        self.effects.push(Effect::Deleted(seq));
                     }
                 }
                 Ok(format!("delete {seq}: {result:?}"))
@@ -394,8 +430,9 @@ impl<C: Clock> Run<'_, C> {
                 if let Err(e) = &result {
                     self.expect_injected("purge", e)?;
                 }
-                if first >= seq || result.is_ok() {
+                if (first >= seq || result.is_ok()) && seq > self.current.first {
                     self.current.purge_before(seq);
+                    self.effects.push(Effect::FrontTo(seq));
                 }
                 Ok(format!("purge before {seq}: {result:?}"))
             }
@@ -408,6 +445,7 @@ impl<C: Clock> Run<'_, C> {
                 }
                 if state.last_seq == last {
                     self.current.next = last + 1;
+                    self.effects.push(Effect::Skipped(last));
                 }
                 Ok(format!("skip through {last}: {result:?}"))
             }
@@ -430,6 +468,9 @@ impl<C: Clock> Run<'_, C> {
                 // moved the front, and then it must have moved it exactly right.
                 if first != self.current.first || result.is_ok() {
                     self.check_expiry(first, wall_ns)?;
+                    if first > self.current.first {
+                        self.effects.push(Effect::FrontTo(first));
+                    }
                     self.current.purge_before(first);
                 }
                 Ok(format!("tick: {result:?}"))
@@ -472,14 +513,33 @@ impl<C: Clock> Run<'_, C> {
             StoreOp::Crash { mode } => {
                 self.store = None;
                 self.disk.set_config(FaultConfig::none());
-                let report = match mode {
-                    Some(mode) => self.disk.crash_with(mode),
-                    None => self.disk.crash(),
-                };
-                self.stats.crashes += 1;
+                let report = self.crash(mode);
                 let outcome = self.reopen(true)?;
                 Ok(format!("crash ({report}): {outcome}"))
             }
+            StoreOp::CrashInRecovery { mode, after_calls } => {
+                self.store = None;
+                self.disk.set_config(FaultConfig::none());
+                let first = self.crash(mode);
+                // Recovery itself loses power part-way (mid-cut, mid-sync, mid-state-write),
+                // and the machine crashes again before anything else happens.
+                self.disk.set_power_cut_after(Some(u64::from(after_calls)));
+                let attempt = FileStore::open(self.disk.clone(), self.dir, self.config).map(|_| ());
+                if let Err(e) = &attempt {
+                    self.expect_injected("recovery under a power cut", e)?;
+                }
+                let second = self.crash(None);
+                let outcome = self.reopen(true)?;
+                Ok(format!("crash ({first}), recovery cut after {after_calls} calls ({attempt:?}), crash ({second}): {outcome}"))
+            }
+        }
+    }
+
+    fn crash(&mut self, mode: Option<CrashMode>) -> CrashReport {
+        self.stats.crashes += 1;
+        match mode {
+            Some(mode) => self.disk.crash_with(mode),
+            None => self.disk.crash(),
         }
     }
 
@@ -548,9 +608,41 @@ impl<C: Clock> Run<'_, C> {
     /// whether unsynced data may be gone; otherwise the store must come back exactly. Open
     /// syncs what it recovered, so afterwards everything it holds is durable.
     fn reopen(&mut self, crashed: bool) -> Result<String, Violation> {
+        // Every other reopen first runs recovery with the run's faults on. If that fails (it
+        // may only fail for an injected fault), recovery runs again on a healthy disk and must
+        // find nothing damaged by the failed attempt.
+        let mut failed_attempt = String::new();
+        // Random read flips are left out here: recovery reads a bad-looking record twice, and
+        // at the simulator's flip rates two flips in a row are common enough to make it cut
+        // durable data, as specified. The re-read is tested with one-shot flips instead
+        // (tests/store_faults.rs).
+        let recovery_faults = FaultConfig { read_bitflip_ppm: 0, ..self.faults };
+        if recovery_faults != FaultConfig::none() && self.step % 2 == 0 {
+            self.disk.set_config(recovery_faults);
+            match FileStore::open(self.disk.clone(), self.dir, self.config) {
+                Ok((store, report)) => return self.adopt(store, report, crashed, ""),
+                Err(e) => {
+                    self.expect_injected("recovery with faults", &e)?;
+                    failed_attempt = format!(" after a failed recovery ({e})");
+                }
+            }
+        }
         self.disk.set_config(FaultConfig::none());
-        let (store, report) = FileStore::open(self.disk.clone(), self.dir, self.config)
-            .map_err(|e| violation("recovery", self.step, format!("reopen failed on a healthy disk: {e}")))?;
+        let (store, report) = FileStore::open(self.disk.clone(), self.dir, self.config).map_err(|e| {
+            violation("recovery", self.step, format!("reopen failed on a healthy disk{failed_attempt}: {e}"))
+        })?;
+        self.adopt(store, report, crashed, &failed_attempt)
+    }
+
+    /// Checks a freshly recovered store against the model and makes it the one under test.
+    fn adopt(
+        &mut self,
+        store: FileStore<FaultFs>,
+        report: RecoveryReport,
+        crashed: bool,
+        note: &str,
+    ) -> Result<String, Violation> {
+        self.disk.set_config(FaultConfig::none());
         store.check_invariants();
         let state = store.state();
         let mut recovered = Model { first: state.first_seq, next: state.last_seq + 1, msgs: BTreeMap::new() };
@@ -598,7 +690,7 @@ impl<C: Clock> Run<'_, C> {
             ));
         }
         let outcome = format!(
-            "recovered {}..={} msgs={} cut={} lost={:?}",
+            "recovered{note} {}..={} msgs={} cut={} lost={:?}",
             state.first_seq,
             state.last_seq,
             state.msgs,
@@ -610,12 +702,13 @@ impl<C: Clock> Run<'_, C> {
         }
         self.current = recovered.clone();
         self.synced = recovered;
+        self.effects.clear();
         self.store = Some(store);
         self.disk.set_config(self.faults);
         Ok(outcome)
     }
 
-    fn check_recovered(&self, r: &Model, report: &sluice_core::store::RecoveryReport) -> Result<(), Violation> {
+    fn check_recovered(&self, r: &Model, report: &RecoveryReport) -> Result<(), Violation> {
         let (s, c) = (&self.synced, &self.current);
         let step = self.step;
         let r_last = r.next - 1;
@@ -657,6 +750,27 @@ impl<C: Clock> Run<'_, C> {
                     step,
                     format!("unsynced message {seq} missing while {r_last} survived"),
                 ));
+            }
+        }
+        // Records are written in operation order and recovery keeps a prefix: if an unsynced
+        // append survived, everything before it must have survived too.
+        let surviving =
+            self.effects.iter().rposition(|e| matches!(e, Effect::Appended(seq) if r.msgs.contains_key(seq)));
+        if let Some(k) = surviving {
+            for effect in &self.effects[..k] {
+                let held = match *effect {
+                    Effect::Appended(_) => true,
+                    Effect::Deleted(seq) => !r.msgs.contains_key(&seq),
+                    Effect::FrontTo(first) => r.first >= first,
+                    Effect::Skipped(last) => r.next > last,
+                };
+                if !held {
+                    return Err(violation(
+                        "op-order",
+                        step,
+                        format!("{effect:?} was lost but the later {:?} survived", self.effects[k]),
+                    ));
+                }
             }
         }
         for &(first, last) in &report.lost {

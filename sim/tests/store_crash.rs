@@ -22,6 +22,8 @@ fn op() -> impl Strategy<Value = StoreOp> {
         2 => proptest::option::of(0..CrashMode::ALL.len())
             .prop_map(|m| StoreOp::Crash { mode: m.map(|i| CrashMode::ALL[i]) }),
         1 => Just(StoreOp::Reopen),
+        1 => (proptest::option::of(0..CrashMode::ALL.len()), 0u8..12)
+            .prop_map(|(m, after_calls)| StoreOp::CrashInRecovery { mode: m.map(|i| CrashMode::ALL[i]), after_calls }),
     ]
 }
 

@@ -137,3 +137,24 @@ fn enospc_refuses_the_append_and_the_store_goes_on() {
     assert_eq!(report.cut, None, "the partial write was cut back before the next append");
     assert_eq!(store.get(4).unwrap().unwrap().payload, &b"room again"[..]);
 }
+
+#[test]
+fn recovery_reads_a_bad_looking_record_or_header_again_before_cutting() {
+    // One transient flip at a time, in the fields a checksum alone would not cover first:
+    // a record's length, its kind, a payload byte, and a block header's magic.
+    for (what, path, offset) in [
+        ("record length", "s/0000000001.blk", 32 + 1),
+        ("record kind", "s/0000000002.blk", 32 + 4),
+        ("payload byte", "s/0000000002.blk", 32 + 40),
+        ("block magic", "s/0000000003.blk", 2),
+    ] {
+        let fs = FaultFs::new(5);
+        filled(&fs, SyncPolicy::Always, 20).close().unwrap();
+        fs.flip_next_read(Path::new(path), offset, 6).unwrap();
+        let (store, report) = FileStore::open(fs.clone(), Path::new("s"), config(SyncPolicy::Always)).unwrap();
+        assert_eq!(report.cut, None, "{what}: a transient flip must not cut");
+        assert_eq!(report.transient_mismatches, 1, "{what}: the flip was seen and read past");
+        assert_eq!(store.state().last_seq, 20, "{what}");
+        assert!(fs.fault_counts().get(&sluice_faultfs::FaultKind::ReadBitflip) == Some(&1), "{what}: the flip fired");
+    }
+}

@@ -17,6 +17,9 @@ pub const RECORD_TRAILER_BYTES: usize = 4;
 pub const RECORD_OVERHEAD_BYTES: usize = RECORD_HEADER_BYTES + RECORD_TRAILER_BYTES;
 /// Hard bound on one record, checked before any buffer is allocated for it.
 pub const RECORD_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Largest sequence any record or header may carry (`i64::MAX`, as NATS sequences are).
+/// Decoders refuse larger ones, so `seq + 1` never overflows anywhere in the store.
+pub const SEQ_MAX: u64 = i64::MAX as u64;
 
 /// The header at offset 0 of every block file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +30,10 @@ pub struct BlockHeader {
     /// The stream's next sequence when the block was created: every message or skip record
     /// in this block has a sequence at or above it.
     pub first_seq: u64,
+    /// Where the previous block's records ended when this block was created (0 for none).
+    /// Recovery checks it, so a lost tail of the previous block is found even when it held
+    /// only tombstones or compact records, which carry no sequence of their own.
+    pub prev_end_bytes: u32,
 }
 
 impl BlockHeader {
@@ -36,6 +43,7 @@ impl BlockHeader {
         out[8..10].copy_from_slice(&BLOCK_VERSION.to_le_bytes());
         out[12..16].copy_from_slice(&self.index.to_le_bytes());
         out[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
+        out[24..28].copy_from_slice(&self.prev_end_bytes.to_le_bytes());
         let crc = checksum(&out[..28]);
         out[28..32].copy_from_slice(&crc.to_le_bytes());
         out
@@ -60,16 +68,14 @@ impl BlockHeader {
         if version != BLOCK_VERSION {
             return Err(FormatError::UnsupportedVersion { version });
         }
-        for (field, at, width) in [("header reserved@10", 10usize, 2usize), ("header reserved@24", 24, 4)] {
-            if bytes[at..at + width].iter().any(|&b| b != 0) {
-                return Err(FormatError::BadField { field, value: u64::from(bytes[at]) });
-            }
+        if bytes[10..12] != [0, 0] {
+            return Err(FormatError::BadField { field: "header reserved", value: u64::from(u16_at(bytes, 10)) });
         }
         let first_seq = u64_at(bytes, 16);
-        if first_seq == 0 {
-            return Err(FormatError::BadField { field: "block first_seq", value: 0 });
+        if first_seq == 0 || first_seq > SEQ_MAX {
+            return Err(FormatError::BadField { field: "block first_seq", value: first_seq });
         }
-        Ok(BlockHeader { index: u32_at(bytes, 12), first_seq })
+        Ok(BlockHeader { index: u32_at(bytes, 12), first_seq, prev_end_bytes: u32_at(bytes, 24) })
     }
 }
 
@@ -152,7 +158,7 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
     let len = record_len(record.subject.len(), record.headers.len(), record.payload.len());
     assert!(len <= RECORD_BYTES_MAX as u64, "record of {len} bytes exceeds RECORD_BYTES_MAX");
     assert!(record.subject.len() <= u16::MAX as usize);
-    assert!(record.seq >= 1, "sequences start at 1");
+    assert!(record.seq >= 1 && record.seq <= SEQ_MAX, "sequence {} outside 1..=SEQ_MAX", record.seq);
     let start = out.len();
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.push(record.kind as u8);
@@ -172,7 +178,7 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
 
 /// Encodes a skip record for sequences `first..=last`.
 pub fn encode_skip(out: &mut Vec<u8>, first: u64, last: u64, timestamp_ns: i64) {
-    assert!(first >= 1 && first <= last, "skip range {first}..={last}");
+    assert!(first >= 1 && first <= last && last <= SEQ_MAX, "skip range {first}..={last}");
     let payload = last.to_le_bytes();
     let record =
         Record { kind: RecordKind::Skip, seq: first, timestamp_ns, subject: &[], headers: &[], payload: &payload };
@@ -220,8 +226,8 @@ pub fn decode_record_head(bytes: &[u8]) -> Result<RecordHead, FormatError> {
     if parts != u64::from(len_bytes) {
         return Err(FormatError::LengthMismatch { declared_bytes: u64::from(len_bytes), parts_bytes: parts });
     }
-    if head.seq == 0 {
-        return Err(FormatError::BadField { field: "record seq", value: 0 });
+    if head.seq == 0 || head.seq > SEQ_MAX {
+        return Err(FormatError::BadField { field: "record seq", value: head.seq });
     }
     let body_ok = match kind {
         RecordKind::Message => true,
@@ -265,7 +271,7 @@ pub fn verify_record(bytes: &[u8], head: RecordHead) -> Result<Record<'_>, Forma
         headers: &bytes[subject_end..headers_end],
         payload: &bytes[headers_end..payload_end],
     };
-    if head.kind == RecordKind::Skip && record.last_seq() < head.seq {
+    if head.kind == RecordKind::Skip && (record.last_seq() < head.seq || record.last_seq() > SEQ_MAX) {
         return Err(FormatError::BadField { field: "skip range end", value: record.last_seq() });
     }
     Ok(record)
@@ -281,13 +287,13 @@ mod tests {
     /// bump BLOCK_VERSION and keep a decoder for the old version.
     #[test]
     fn golden_block_header() {
-        let header = BlockHeader { index: 7, first_seq: 1000 };
+        let header = BlockHeader { index: 7, first_seq: 1000, prev_end_bytes: 4096 };
         let bytes = header.encode();
         assert_eq!(hex(&bytes), GOLDEN_BLOCK_HEADER);
         assert_eq!(BlockHeader::decode(&bytes), Ok(header));
     }
 
-    const GOLDEN_BLOCK_HEADER: &str = "534c55494345424b0100000007000000e80300000000000000000000e92ab25f";
+    const GOLDEN_BLOCK_HEADER: &str = "534c55494345424b0100000007000000e803000000000000001000006357102f";
 
     #[test]
     fn golden_message_record() {
@@ -379,6 +385,21 @@ mod tests {
         encode_record(&mut out2, &Record::message(1, 0, b"s", b"", b"p"));
         out2[28..32].copy_from_slice(&1000u32.to_le_bytes());
         assert!(matches!(decode_record_head(&out2), Err(FormatError::LengthMismatch { .. })));
+    }
+
+    #[test]
+    fn sequences_beyond_seq_max_are_refused() {
+        let mut out = Vec::new();
+        encode_record(&mut out, &Record::message(SEQ_MAX, 0, b"s", b"", b""));
+        assert!(decode_record(&out).is_ok());
+        out[8..16].copy_from_slice(&(SEQ_MAX + 1).to_le_bytes());
+        assert_eq!(decode_record_head(&out), Err(FormatError::BadField { field: "record seq", value: SEQ_MAX + 1 }));
+        let mut header = BlockHeader { index: 1, first_seq: SEQ_MAX, prev_end_bytes: 0 }.encode();
+        assert!(BlockHeader::decode(&header).is_ok());
+        header[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = checksum(&header[..28]).to_le_bytes();
+        header[28..32].copy_from_slice(&crc);
+        assert!(matches!(BlockHeader::decode(&header), Err(FormatError::BadField { .. })));
     }
 
     #[test]

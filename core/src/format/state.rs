@@ -11,7 +11,7 @@ use super::{checksum, FormatError};
 pub const STATE_MAGIC: [u8; 8] = *b"SLUICEST";
 pub const STATE_VERSION: u16 = 1;
 const PREFIX_BYTES: usize = 16;
-const FIXED_BODY_BYTES: usize = 36;
+const FIXED_BODY_BYTES: usize = 52;
 const RANGE_BYTES: usize = 16;
 /// Hard bound on a state file, checked before the body is read into memory.
 pub const STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -20,12 +20,20 @@ pub const STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// `deleted` lists interior deletions within it as sorted, disjoint, non-adjacent inclusive
 /// ranges; `msgs` is the number of sequences in the range not deleted. An empty stream has
 /// `first_seq == last_seq + 1`.
+///
+/// The durable mark says how far the blocks were durable when the file was written (it is
+/// written only right after a successful flush): every block below `mark_block` whole, and
+/// block `mark_block` up to `mark_end_bytes`. Recovery rewrites what lies past it, because
+/// bytes past it may be in the page cache only (after a failed fsync) even though they read
+/// back fine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateFile {
     pub first_seq: u64,
     pub last_seq: u64,
     pub msgs: u64,
     pub bytes: u64,
+    pub mark_block: u32,
+    pub mark_end_bytes: u64,
     pub deleted: Vec<(u64, u64)>,
 }
 
@@ -41,6 +49,9 @@ impl StateFile {
         for v in [self.first_seq, self.last_seq, self.msgs, self.bytes] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&self.mark_block.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&self.mark_end_bytes.to_le_bytes());
         out.extend_from_slice(&(self.deleted.len() as u32).to_le_bytes());
         for &(first, last) in &self.deleted {
             out.extend_from_slice(&first.to_le_bytes());
@@ -85,7 +96,7 @@ impl StateFile {
             return Err(FormatError::UnsupportedVersion { version });
         }
         let body = &bytes[PREFIX_BYTES..PREFIX_BYTES + body_len];
-        let ranges = u32_at(body, 32) as usize;
+        let ranges = u32_at(body, 48) as usize;
         // Bounded by the file size already checked: ranges * 16 <= body_len <= STATE_BYTES_MAX.
         let parts = FIXED_BODY_BYTES as u64 + RANGE_BYTES as u64 * ranges as u64;
         if parts != body_len as u64 {
@@ -96,11 +107,16 @@ impl StateFile {
             let at = FIXED_BODY_BYTES + RANGE_BYTES * i;
             deleted.push((u64_at(body, at), u64_at(body, at + 8)));
         }
+        if u32_at(body, 36) != 0 {
+            return Err(FormatError::BadField { field: "state reserved", value: u64::from(u32_at(body, 36)) });
+        }
         let state = StateFile {
             first_seq: u64_at(body, 0),
             last_seq: u64_at(body, 8),
             msgs: u64_at(body, 16),
             bytes: u64_at(body, 24),
+            mark_block: u32_at(body, 32),
+            mark_end_bytes: u64_at(body, 40),
             deleted,
         };
         state.validate()?;
@@ -110,8 +126,11 @@ impl StateFile {
     /// Checks the invariants in the type's docs.
     pub fn validate(&self) -> Result<(), FormatError> {
         let bad = |field: &'static str, value: u64| Err(FormatError::BadField { field, value });
-        if self.first_seq == 0 {
-            return bad("state first_seq", 0);
+        if self.first_seq == 0 || self.first_seq > super::block::SEQ_MAX {
+            return bad("state first_seq", self.first_seq);
+        }
+        if self.last_seq >= super::block::SEQ_MAX {
+            return bad("state last_seq", self.last_seq);
         }
         if self.last_seq.checked_add(1).is_none_or(|next| next < self.first_seq) {
             return bad("state last_seq", self.last_seq);
@@ -143,7 +162,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> StateFile {
-        StateFile { first_seq: 10, last_seq: 20, msgs: 8, bytes: 4096, deleted: vec![(12, 13), (15, 15)] }
+        StateFile {
+            first_seq: 10,
+            last_seq: 20,
+            msgs: 8,
+            bytes: 4096,
+            mark_block: 3,
+            mark_end_bytes: 5000,
+            deleted: vec![(12, 13), (15, 15)],
+        }
     }
 
     /// Golden bytes, also shown in docs/formats.md.
@@ -155,9 +182,10 @@ mod tests {
     }
 
     const GOLDEN_STATE_FILE: &str = concat!(
-        "534c55494345535401000000440000000a000000000000001400000000000000",
-        "08000000000000000010000000000000020000000c000000000000000d000000",
-        "000000000f000000000000000f000000000000001d9dd6c6"
+        "534c554943455354010000005400000",
+        "00a000000000000001400000000000000080000000000000000100000000000000300000000000000",
+        "8813000000000000020000000c000000000000000d000000000000000f000000000000000f0000000000",
+        "0000910f487a"
     );
 
     #[test]
@@ -181,7 +209,7 @@ mod tests {
     #[test]
     fn hostile_range_count_is_rejected_without_allocation() {
         let mut bytes = sample().encode();
-        bytes[16 + 32..16 + 36].copy_from_slice(&u32::MAX.to_le_bytes());
+        bytes[16 + 48..16 + 52].copy_from_slice(&u32::MAX.to_le_bytes());
         let body_end = bytes.len() - 4;
         let crc = checksum(&bytes[..body_end]).to_le_bytes();
         bytes[body_end..].copy_from_slice(&crc);

@@ -116,11 +116,14 @@ impl<F: DiskFile> Block<F> {
         }
     }
 
-    /// Sets where valid records end after recovery has scanned (nothing is buffered).
+    /// Sets where valid records end after recovery has scanned (nothing is buffered). What
+    /// recovery read counts as durable: if the sync `open` then runs fails, the block must not
+    /// be cut back below it (that would destroy data that was almost certainly on disk).
     pub fn set_recovered_end(&mut self, end_bytes: u64) {
         assert!(self.pending.is_empty());
         self.end_bytes = end_bytes;
         self.written_bytes = end_bytes;
+        self.synced_bytes = end_bytes;
     }
 
     /// Appends an encoded record at the end of the block and returns its offset. The record
@@ -173,6 +176,23 @@ impl<F: DiskFile> Block<F> {
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| StoreError::disk(&self.path, Some(offset), e.with_path(&self.path)))
+    }
+
+    /// Panics if the block's bookkeeping is inconsistent. Only the last block may hold
+    /// buffered records.
+    pub fn check_invariants(&self, is_last: bool) {
+        assert!(self.end_bytes >= BLOCK_HEADER_BYTES as u64, "{}: end before the header", self.path.display());
+        assert_eq!(
+            self.written_bytes + self.pending.len() as u64,
+            self.end_bytes,
+            "{}: buffer accounting",
+            self.path.display()
+        );
+        assert!(is_last || self.pending.is_empty(), "{}: a sealed block holds buffered records", self.path.display());
+        assert!(self.end_bytes <= u64::from(u32::MAX), "{}: beyond u32 offsets", self.path.display());
+        if !self.dirty {
+            assert_eq!(self.synced_bytes, self.end_bytes, "{}: clean but not synced to its end", self.path.display());
+        }
     }
 
     /// Makes the block durable; the buffer must have been written first. On failure, cuts

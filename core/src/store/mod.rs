@@ -35,7 +35,7 @@ pub use seqset::SeqSet;
 use crate::disk::{Disk, DiskFile, EntryKind, OpenMode};
 use crate::env::MonoTime;
 use crate::format::block::{
-    decode_record, encode_record, encode_skip, record_len, BlockHeader, Record, RecordHead, RecordKind,
+    decode_record, encode_record, encode_skip, record_len, BlockHeader, Record, RecordHead, RecordKind, SEQ_MAX,
 };
 use crate::format::state::StateFile;
 use crate::format::FormatError;
@@ -97,6 +97,8 @@ pub struct FileStore<D: Disk> {
     last_sync: Option<MonoTime>,
     /// Something changed since the state file was last written.
     state_stale: bool,
+    /// A block was started since the state file was last written.
+    rolled_since_state: bool,
     scratch: Vec<u8>,
 }
 
@@ -124,6 +126,7 @@ impl<D: Disk> FileStore<D> {
             failed: None,
             last_sync: None,
             state_stale: true,
+            rolled_since_state: false,
             scratch: Vec::new(),
         };
         (store.msgs, store.bytes) =
@@ -131,15 +134,17 @@ impl<D: Disk> FileStore<D> {
         if store.blocks.is_empty() {
             store.create_block(1)?;
         }
-        // What recovery read may have come from the page cache of a process whose fsync
-        // failed (never durable). Sync it all now, so everything the store builds on is on the
-        // medium; on a clean restart these are fsyncs of clean files and cost nothing.
-        for block in store.blocks.iter_mut() {
-            block.dirty = true;
-        }
+        // Recovery rewrote everything past the state file's durable mark (it may exist only in
+        // the page cache of a process whose fsync failed). Sync it, and the directory (names
+        // created since the mark), before anything is built on it.
         store.dir_dirty = true;
         store.schedule_front_removals()?;
         store.flush()?;
+        // A state file from before a cut may describe sequences the store no longer has; once
+        // new appends reuse them, its deletes and first sequence would apply to the wrong
+        // messages. Replace it with one that describes what was recovered.
+        store.write_state_file()?;
+        store.state_stale = false;
         // O(messages): cheap next to the scan, but tests call it after every step anyway.
         if cfg!(debug_assertions) {
             store.check_invariants();
@@ -216,6 +221,9 @@ impl<D: Disk> FileStore<D> {
             }
         }
         let seq = self.next_seq;
+        if seq > SEQ_MAX {
+            return Err(StoreError::InvalidArgument { reason: "sequence space exhausted (SEQ_MAX)".into() });
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         encode_record(&mut scratch, &Record::message(seq, msg.timestamp_ns, msg.subject, msg.headers, msg.payload));
@@ -263,6 +271,9 @@ impl<D: Disk> FileStore<D> {
     /// last sequence also moves the last sequence, so the next append gets `seq`.
     pub fn purge_before(&mut self, seq: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
+        if seq > SEQ_MAX {
+            return Err(StoreError::InvalidArgument { reason: format!("purge_before({seq}) beyond SEQ_MAX") });
+        }
         if seq <= self.first_seq {
             return Ok(0);
         }
@@ -277,6 +288,9 @@ impl<D: Disk> FileStore<D> {
     /// restored archive). No-op if `last` is not beyond the last sequence.
     pub fn skip_through(&mut self, last: u64) -> Result<(), StoreError> {
         self.check_writable()?;
+        if last >= SEQ_MAX {
+            return Err(StoreError::InvalidArgument { reason: format!("skip_through({last}) reaches SEQ_MAX") });
+        }
         if last < self.next_seq {
             return Ok(());
         }
@@ -424,11 +438,11 @@ impl<D: Disk> FileStore<D> {
         let mut msgs = 0u64;
         let mut bytes = 0u64;
         let mut previous: Option<&Block<D::File>> = None;
-        for block in &self.blocks {
+        for (at, block) in self.blocks.iter().enumerate() {
+            block.check_invariants(at + 1 == self.blocks.len());
             if let Some(previous) = previous {
                 assert_eq!(block.index, previous.index + 1, "block indexes are consecutive");
                 assert!(block.first_seq >= previous.first_seq, "blocks start in sequence order");
-                assert!(!previous.dirty || previous.end_bytes > 0);
             }
             for (seq, entry) in block.msgs.range(self.first_seq, self.next_seq) {
                 assert!(u64::from(entry.offset) + u64::from(entry.len) <= block.end_bytes);
@@ -514,7 +528,9 @@ impl<D: Disk> FileStore<D> {
         let path = self.dir.join(block_name(index));
         let file = self.disk.open(&path, OpenMode::CreateNew).map_err(|e| StoreError::disk(&path, None, e))?;
         self.dir_dirty = true;
-        let header = BlockHeader { index, first_seq: self.next_seq };
+        let prev_end_bytes =
+            self.blocks.back().map_or(0, |b| u32::try_from(b.end_bytes).expect("blocks end below 4 GiB"));
+        let header = BlockHeader { index, first_seq: self.next_seq, prev_end_bytes };
         if let Err(e) = file.write_at(&header.encode(), 0) {
             let error = StoreError::disk(&path, Some(0), e);
             // Without the file gone, recovery would find a block with a bad header and cut
@@ -527,6 +543,7 @@ impl<D: Disk> FileStore<D> {
         let mut block = Block::new(index, path, file, self.next_seq);
         block.dirty = true;
         self.blocks.push_back(block);
+        self.rolled_since_state = true;
         Ok(())
     }
 
@@ -633,6 +650,11 @@ impl<D: Disk> FileStore<D> {
     fn sync_if_always(&mut self) -> Result<(), StoreError> {
         if self.config.sync == SyncPolicy::Always {
             self.flush()?;
+            // Once a block: moves the durable mark, so a later open rewrites at most about a
+            // block. Best effort: failing only means a longer rewrite at the next open.
+            if self.rolled_since_state && self.write_state_file().is_ok() {
+                self.state_stale = false;
+            }
         }
         Ok(())
     }
@@ -687,11 +709,16 @@ impl<D: Disk> FileStore<D> {
     }
 
     fn write_state_file(&mut self) -> Result<(), StoreError> {
+        // Called only right after a successful flush: every block is durable to its end.
+        debug_assert!(!self.has_unsynced_writes());
+        let last = self.blocks.back().expect("a store always has a block");
         let state = StateFile {
             first_seq: self.first_seq,
             last_seq: self.next_seq - 1,
             msgs: self.msgs,
             bytes: self.bytes,
+            mark_block: last.index,
+            mark_end_bytes: last.end_bytes,
             deleted: self.deleted.ranges().collect(),
         };
         let bytes = state.encode();
@@ -704,7 +731,9 @@ impl<D: Disk> FileStore<D> {
         // and an older state file is always safe to recover from (it knows less).
         file.sync_data().map_err(|e| StoreError::disk(&tmp, None, e))?;
         self.disk.rename(&tmp, &dest).map_err(|e| StoreError::disk(&tmp, None, e))?;
-        self.disk.sync_dir(&self.dir).map_err(|e| StoreError::disk(&self.dir, None, e))
+        self.disk.sync_dir(&self.dir).map_err(|e| StoreError::disk(&self.dir, None, e))?;
+        self.rolled_since_state = false;
+        Ok(())
     }
 }
 
@@ -729,8 +758,9 @@ fn count_messages<'a, F: DiskFile + 'a>(
     (msgs, bytes)
 }
 
-/// Creates `dir` and any missing ancestors, syncing each parent so the new names are durable
-/// before anything is written inside them.
+/// Creates `dir` and any missing ancestors, and syncs every parent on the way, whether or not
+/// this call created the child: an earlier open may have created it and failed before its
+/// sync, and nothing may be written inside a directory whose name is not durable.
 fn create_dir_durably<D: Disk>(disk: &D, dir: &Path) -> Result<(), StoreError> {
     let mut built = PathBuf::new();
     for component in dir.components() {
@@ -741,11 +771,9 @@ fn create_dir_durably<D: Disk>(disk: &D, dir: &Path) -> Result<(), StoreError> {
             Some(EntryKind::File) => {
                 return Err(StoreError::InvalidArgument { reason: format!("{} is a file", built.display()) });
             }
-            None => {
-                disk.create_dir(&built).map_err(|e| StoreError::disk(&built, None, e))?;
-                disk.sync_dir(&parent).map_err(|e| StoreError::disk(&parent, None, e))?;
-            }
+            None => disk.create_dir(&built).map_err(|e| StoreError::disk(&built, None, e))?,
         }
+        disk.sync_dir(&parent).map_err(|e| StoreError::disk(&parent, None, e))?;
     }
     Ok(())
 }

@@ -46,6 +46,11 @@ pub enum CutReason {
     SequenceGap { expected_seq: u64, found_seq: u64 },
     /// A tombstone names a sequence not yet written.
     TombstoneAhead { seq: u64 },
+    /// Records continue past what a block can index (4 GiB).
+    BlockTooLong { offset: u64 },
+    /// The previous block's records end elsewhere than this block's header says they did
+    /// when it was created: the previous block lost its tail.
+    PreviousBlockEnds { expected_bytes: u64, found_bytes: u64 },
 }
 
 impl fmt::Display for CutReason {
@@ -65,6 +70,10 @@ impl fmt::Display for CutReason {
             }
             CutReason::TombstoneAhead { seq } => {
                 write!(f, "tombstone for unwritten sequence {seq}")
+            }
+            CutReason::BlockTooLong { offset } => write!(f, "block continues past {offset}, beyond 4 GiB"),
+            CutReason::PreviousBlockEnds { expected_bytes, found_bytes } => {
+                write!(f, "previous block ends at {found_bytes}, this block's header says {expected_bytes}")
             }
         }
     }
@@ -123,6 +132,8 @@ pub struct RecoveryReport {
     pub lost: Vec<(u64, u64)>,
     /// Deletes the state file recorded that no surviving tombstone did.
     pub deletes_from_state: u64,
+    /// Errors reading what lay past the cut (for the report only; `lost` may be incomplete).
+    pub unread_past_cut: Vec<String>,
     /// Names in the directory that are not part of the store; left alone.
     pub ignored_files: Vec<String>,
 }
@@ -181,6 +192,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         dropped_blocks: Vec::new(),
         lost: Vec::new(),
         deletes_from_state: 0,
+        unread_past_cut: Vec::new(),
         ignored_files: Vec::new(),
     };
     let mut indexes = Vec::new();
@@ -200,6 +212,8 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         }
     }
     let state = if state_present { read_state(disk, &dir.join(STATE_FILE), &mut report)? } else { None };
+    // Without a valid state file nothing is known durable: everything is rewritten.
+    let mark = state.as_ref().map(|s| (s.mark_block, s.mark_end_bytes));
 
     let mode = if repair { OpenMode::ReadWrite } else { OpenMode::Read };
     let mut walk =
@@ -218,7 +232,9 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         }
         let file = disk.open(&path, mode).map_err(|e| StoreError::disk(&path, None, e))?;
         report.blocks_scanned += 1;
-        let header = match read_header(&file, &path)? {
+        let (header, transient) = read_header(&file, &path)?;
+        report.transient_mismatches += u32::from(transient);
+        let header = match header {
             Ok(header) => header,
             Err(reason) => {
                 report.cut = Some(cut_here(&path, 0, &walk, reason));
@@ -226,8 +242,13 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
                 break;
             }
         };
+        let previous_end = blocks.last().map(|b| b.end_bytes);
         let header_problem = if header.index != index {
             Some(CutReason::BlockIndexMismatch { in_header: header.index })
+        } else if let Some(end) =
+            previous_end.filter(|&end| header.prev_end_bytes != 0 && end != u64::from(header.prev_end_bytes))
+        {
+            Some(CutReason::PreviousBlockEnds { expected_bytes: u64::from(header.prev_end_bytes), found_bytes: end })
         } else {
             walk.next_seq
                 .filter(|&expected| expected != header.first_seq)
@@ -240,37 +261,62 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         }
         let next = walk.next_seq.get_or_insert(header.first_seq);
         let mut block = Block::new(index, path, file, header.first_seq);
+        // Past the durable mark, write back what is verified (see `Recovered::durable_mark`).
+        let rewrite_from = if !repair {
+            None
+        } else {
+            match mark {
+                Some((mark_block, _)) if index < mark_block => None,
+                Some((mark_block, mark_end)) if index == mark_block => Some(mark_end.max(BLOCK_HEADER_BYTES as u64)),
+                _ => Some(0),
+            }
+        };
+        if rewrite_from == Some(0) {
+            let path = &block.path;
+            block.file.write_at(&header.encode(), 0).map_err(|e| StoreError::disk(path, Some(0), e))?;
+        }
+        block.dirty = rewrite_from.is_some();
         let msgs = &mut block.msgs;
         let outcome =
-            scan_records(&block.file, &block.path, BLOCK_HEADER_BYTES as u64, |offset, record| match record.kind {
-                RecordKind::Message | RecordKind::Skip if record.seq != *next => {
-                    ControlFlow::Break(CutReason::SequenceGap { expected_seq: *next, found_seq: record.seq })
-                }
-                RecordKind::Message => {
-                    let len = record_len(record.subject.len(), record.headers.len(), record.payload.len());
-                    msgs.push(record.seq, offset, len as u32);
-                    *next += 1;
-                    ControlFlow::Continue(())
-                }
-                RecordKind::Skip => {
-                    walk.deleted.insert_range(record.seq, record.last_seq());
-                    *next = record.last_seq() + 1;
-                    ControlFlow::Continue(())
-                }
-                RecordKind::Tombstone if record.seq >= *next => {
-                    ControlFlow::Break(CutReason::TombstoneAhead { seq: record.seq })
-                }
-                RecordKind::Tombstone => {
-                    walk.deleted.insert(record.seq);
-                    ControlFlow::Continue(())
-                }
-                RecordKind::Compact => {
-                    if record.seq >= walk.compact_max {
-                        walk.compact_block = Some(index);
+            scan_records(&block.file, &block.path, BLOCK_HEADER_BYTES as u64, rewrite_from, |offset, record| {
+                match record.kind {
+                    RecordKind::Message | RecordKind::Skip if record.seq != *next => {
+                        ControlFlow::Break(CutReason::SequenceGap { expected_seq: *next, found_seq: record.seq })
                     }
-                    walk.compact_max = walk.compact_max.max(record.seq);
-                    *next = (*next).max(record.seq);
-                    ControlFlow::Continue(())
+                    RecordKind::Message
+                        if offset + record_len(record.subject.len(), record.headers.len(), record.payload.len())
+                            > u64::from(u32::MAX) =>
+                    {
+                        // The store never writes past BLOCK_SIZE_BYTES_MAX plus one record; a block
+                        // this long was not written by it.
+                        ControlFlow::Break(CutReason::BlockTooLong { offset })
+                    }
+                    RecordKind::Message => {
+                        let len = record_len(record.subject.len(), record.headers.len(), record.payload.len());
+                        msgs.push(record.seq, offset, len as u32);
+                        *next += 1;
+                        ControlFlow::Continue(())
+                    }
+                    RecordKind::Skip => {
+                        walk.deleted.insert_range(record.seq, record.last_seq());
+                        *next = record.last_seq() + 1;
+                        ControlFlow::Continue(())
+                    }
+                    RecordKind::Tombstone if record.seq >= *next => {
+                        ControlFlow::Break(CutReason::TombstoneAhead { seq: record.seq })
+                    }
+                    RecordKind::Tombstone => {
+                        walk.deleted.insert(record.seq);
+                        ControlFlow::Continue(())
+                    }
+                    RecordKind::Compact => {
+                        if record.seq >= walk.compact_max {
+                            walk.compact_block = Some(index);
+                        }
+                        walk.compact_max = walk.compact_max.max(record.seq);
+                        *next = (*next).max(record.seq);
+                        ControlFlow::Continue(())
+                    }
                 }
             })?;
         report.records_scanned += outcome.records;
@@ -292,21 +338,33 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
     if let Some(at) = cut_at {
         let cut = report.cut.clone().expect("cut_at is set with report.cut");
         // Learn what lay past the cut, for the report only.
+        // Best effort: what is unreadable past the cut is about to be dropped anyway, and an
+        // error reading it must not stop the store from opening (it would, forever).
         let first_dropped = match at {
             CutAt::Within { position } => {
                 let block = blocks.last().expect("the cut block is the last kept");
-                walk.observed_max = walk.observed_max.max(observe_past(&block.file, &block.path, cut.offset)?);
+                match observe_past(&block.file, &block.path, cut.offset) {
+                    Ok(max) => walk.observed_max = walk.observed_max.max(max),
+                    Err(error) => report.unread_past_cut.push(error.to_string()),
+                }
                 position + 1
             }
             CutAt::Before { position } => position,
         };
         for &index in &indexes[first_dropped..] {
             let path = dir.join(block_name(index));
-            let file = disk.open(&path, OpenMode::Read).map_err(|e| StoreError::disk(&path, None, e))?;
-            if let Ok(Ok(header)) = read_header(&file, &path) {
-                walk.observed_max = walk.observed_max.max(header.first_seq.saturating_sub(1));
+            let observed =
+                disk.open(&path, OpenMode::Read).map_err(|e| StoreError::disk(&path, None, e)).and_then(|file| {
+                    let mut max = 0;
+                    if let Ok((Ok(header), _)) = read_header(&file, &path) {
+                        max = header.first_seq.saturating_sub(1);
+                    }
+                    Ok(max.max(observe_past(&file, &path, BLOCK_HEADER_BYTES as u64)?))
+                });
+            match observed {
+                Ok(max) => walk.observed_max = walk.observed_max.max(max),
+                Err(error) => report.unread_past_cut.push(error.to_string()),
             }
-            walk.observed_max = walk.observed_max.max(observe_past(&file, &path, BLOCK_HEADER_BYTES as u64)?);
             report.dropped_blocks.push(path);
         }
         if repair {
@@ -367,22 +425,24 @@ fn cut_here(file: &Path, offset: u64, walk: &Walk, reason: CutReason) -> Cut {
 }
 
 /// Reads and validates a block header. `Ok(Err(reason))` means the header is bad (a cut);
-/// `Err` means the disk failed.
-fn read_header<F: DiskFile>(file: &F, path: &Path) -> Result<Result<BlockHeader, CutReason>, StoreError> {
+/// `Err` means the disk failed. An invalid header is read a second time before it counts: a
+/// flip on the read path is not corruption. The flag says a second read was needed and fixed it.
+fn read_header<F: DiskFile>(file: &F, path: &Path) -> Result<(Result<BlockHeader, CutReason>, bool), StoreError> {
     let len = file.len().map_err(|e| StoreError::disk(path, None, e))?;
     let mut bytes = [0u8; BLOCK_HEADER_BYTES];
     let have = (len as usize).min(BLOCK_HEADER_BYTES);
-    file.read_exact_at(&mut bytes[..have], 0).map_err(|e| StoreError::disk(path, Some(0), e.with_path(path)))?;
-    match BlockHeader::decode(&bytes[..have]) {
-        Ok(header) => Ok(Ok(header)),
-        Err(FormatError::BadChecksum { .. }) => {
-            // One re-read, as for records: a flip on the read path is not corruption.
-            file.read_exact_at(&mut bytes[..have], 0)
-                .map_err(|e| StoreError::disk(path, Some(0), e.with_path(path)))?;
-            Ok(BlockHeader::decode(&bytes[..have]).map_err(CutReason::BadBlockHeader))
+    let mut decoded = Err(FormatError::BadMagic);
+    for attempt in 0..2 {
+        file.read_exact_at(&mut bytes[..have], 0).map_err(|e| StoreError::disk(path, Some(0), e.with_path(path)))?;
+        decoded = BlockHeader::decode(&bytes[..have]);
+        if decoded.is_ok() {
+            return Ok((decoded.map_err(CutReason::BadBlockHeader), attempt > 0));
         }
-        Err(error) => Ok(Err(CutReason::BadBlockHeader(error))),
+        if have < BLOCK_HEADER_BYTES {
+            break;
+        }
     }
+    Ok((decoded.map_err(CutReason::BadBlockHeader), false))
 }
 
 /// The highest message or skip sequence readable in `file` from `offset` on, stepping over a
@@ -394,7 +454,7 @@ fn observe_past<F: DiskFile>(file: &F, path: &Path, offset: u64) -> Result<u64, 
     let len = file.len().map_err(|e| StoreError::disk(path, None, e))?;
     // Each pass moves `at` forward by at least one record (>= 36 bytes) or stops.
     while at < len {
-        let outcome = scan_records::<_, ()>(file, path, at, |_, record| {
+        let outcome = scan_records::<_, ()>(file, path, at, None, |_, record| {
             if matches!(record.kind, RecordKind::Message | RecordKind::Skip) {
                 max_seq = max_seq.max(record.last_seq());
             }

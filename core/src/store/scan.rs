@@ -80,13 +80,50 @@ impl Window {
     }
 }
 
+/// Reads the record at `at` afresh from the disk (not through the scan window) and decodes it:
+/// `Ok(Ok(..))` with its length and bytes if it is valid this time, `Ok(Err(..))` with the
+/// reason if it is still invalid.
+fn reread_record<F: DiskFile>(
+    file: &F,
+    path: &Path,
+    file_len: u64,
+    at: u64,
+) -> Result<Result<(usize, Vec<u8>), FormatError>, StoreError> {
+    let read = |len: usize| -> Result<Vec<u8>, StoreError> {
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
+        Ok(bytes)
+    };
+    let available = file_len - at;
+    if available < RECORD_HEADER_BYTES as u64 {
+        return Ok(Err(FormatError::Truncated {
+            needed_bytes: RECORD_HEADER_BYTES as u64,
+            available_bytes: available,
+        }));
+    }
+    let head = match decode_record_head(&read(RECORD_HEADER_BYTES)?) {
+        Ok(head) => head,
+        Err(error) => return Ok(Err(error)),
+    };
+    // Bounded by RECORD_BYTES_MAX, checked by decode_record_head.
+    let len = head.len_bytes as usize;
+    if available < len as u64 {
+        return Ok(Err(FormatError::Truncated { needed_bytes: len as u64, available_bytes: available }));
+    }
+    let bytes = read(len)?;
+    Ok(decode_record(&bytes).map(|_| ()).map(|()| (len, bytes)))
+}
+
 /// Scans records from `start` to the end of `file`, calling `visit(offset, record)` for each
 /// valid record in order. Disk errors abort the scan with `Err`; invalid bytes end it with
-/// `stop` set.
+/// `stop` set. With `rewrite_from`, every verified record at or past that offset is written
+/// back in place, from the verified bytes (see `recovery`: past the durable mark, bytes that
+/// read back fine may exist only in the page cache).
 pub(crate) fn scan_records<F: DiskFile, R>(
     file: &F,
     path: &Path,
     start: u64,
+    rewrite_from: Option<u64>,
     mut visit: impl FnMut(u64, &Record<'_>) -> ControlFlow<R>,
 ) -> Result<ScanOutcome<R>, StoreError> {
     let file_len = file.len().map_err(|e| StoreError::disk(path, None, e))?;
@@ -105,47 +142,49 @@ pub(crate) fn scan_records<F: DiskFile, R>(
             outcome.stop = Some(ScanStop::Invalid { offset: at, error });
             return Ok(outcome);
         }
-        let head = match decode_record_head(window.slice(at, RECORD_HEADER_BYTES)) {
-            Ok(head) => head,
-            Err(error) => {
-                outcome.stop = Some(ScanStop::Invalid { offset: at, error });
-                return Ok(outcome);
+        let mut len = match decode_record_head(window.slice(at, RECORD_HEADER_BYTES)) {
+            Ok(head) if window.fill(file, path, file_len, at, head.len_bytes as usize)? => {
+                let len = head.len_bytes as usize;
+                debug_assert!(len <= RECORD_BYTES_MAX);
+                verify_record(window.slice(at, len), head).map(|_| len)
             }
+            Ok(head) => {
+                Err(FormatError::Truncated { needed_bytes: u64::from(head.len_bytes), available_bytes: file_len - at })
+            }
+            Err(error) => Err(error),
         };
-        let len = head.len_bytes as usize;
-        debug_assert!(len <= RECORD_BYTES_MAX);
-        if !window.fill(file, path, file_len, at, len)? {
-            let error = FormatError::Truncated { needed_bytes: len as u64, available_bytes: file_len - at };
-            outcome.stop = Some(ScanStop::Invalid { offset: at, error });
-            return Ok(outcome);
-        }
-        let verdict = match verify_record(window.slice(at, len), head) {
-            Ok(record) => visit(at, &record),
-            Err(FormatError::BadChecksum { .. }) => {
-                let mut again = vec![0u8; len];
-                file.read_exact_at(&mut again, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
-                match decode_record(&again) {
-                    Ok((_, record)) => {
-                        outcome.transient_mismatches += 1;
-                        // The window holds the flipped copy; forget it so later reads of these
-                        // bytes come from the disk again.
-                        window.invalidate();
-                        visit(at, &record)
-                    }
-                    Err(error) => {
-                        outcome.stop = Some(ScanStop::Invalid { offset: at, error });
-                        return Ok(outcome);
-                    }
+        // Any invalid record, not only a checksum mismatch, is read once more straight from
+        // the disk before it counts: a flipped bit in a length field on the read path must not
+        // make recovery throw away durable data.
+        let mut fresh = None;
+        if len.is_err() {
+            match reread_record(file, path, file_len, at)? {
+                Ok((good_len, bytes)) => {
+                    outcome.transient_mismatches += 1;
+                    // The window holds the flipped copy; forget it so later reads of these
+                    // bytes come from the disk again.
+                    window.invalidate();
+                    len = Ok(good_len);
+                    fresh = Some(bytes);
+                }
+                Err(error) => {
+                    outcome.stop = Some(ScanStop::Invalid { offset: at, error });
+                    return Ok(outcome);
                 }
             }
-            Err(error) => {
-                outcome.stop = Some(ScanStop::Invalid { offset: at, error });
-                return Ok(outcome);
-            }
+        }
+        let len = len.expect("an invalid record returned above");
+        let verified: &[u8] = match &fresh {
+            Some(bytes) => bytes,
+            None => window.slice(at, len),
         };
-        if let ControlFlow::Break(reason) = verdict {
+        let (_, record) = decode_record(verified).expect("verified above");
+        if let ControlFlow::Break(reason) = visit(at, &record) {
             outcome.stop = Some(ScanStop::Rejected { offset: at, reason });
             return Ok(outcome);
+        }
+        if rewrite_from.is_some_and(|from| at >= from) {
+            file.write_at(verified, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
         }
         outcome.records += 1;
         at += len as u64;
