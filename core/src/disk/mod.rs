@@ -117,7 +117,8 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// `sync_dir(parent)`.
     fn rename(&self, from: &Path, to: &Path) -> Result<(), DiskError>;
 
-    /// The names in a directory, sorted bytewise, without `.` and `..`.
+    /// The names in a directory, sorted bytewise, without `.` and `..`. A name that is not
+    /// UTF-8 is listed lossily (invalid bytes as U+FFFD); such a name cannot be opened.
     fn list_dir(&self, path: &Path) -> Result<Vec<String>, DiskError>;
 
     /// What `path` names, or `None` if nothing.

@@ -128,17 +128,9 @@ impl Disk for OsDisk {
         let mut names = Vec::new();
         for entry in fs::read_dir(full).map_err(|e| error("list_dir", path, e))? {
             let entry = entry.map_err(|e| error("list_dir", path, e))?;
-            match entry.file_name().into_string() {
-                Ok(name) => names.push(name),
-                Err(raw) => {
-                    return Err(DiskError::new(
-                        DiskErrorKind::InvalidInput,
-                        "list_dir",
-                        path,
-                        format!("name is not UTF-8: {raw:?}"),
-                    ))
-                }
-            }
+            // A name that is not UTF-8 cannot be one of ours; list it lossily (with U+FFFD) so
+            // a stray file is reported as ignored rather than stopping recovery.
+            names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
         Ok(names)
@@ -223,6 +215,17 @@ mod tests {
         for root in roots.into_inner().unwrap() {
             fs::remove_dir_all(root).unwrap();
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_listed_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = temp_root("non-utf8");
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+        fs::write(root.join("good"), b"x").unwrap();
+        let disk = OsDisk::new(&root).unwrap();
+        assert_eq!(disk.list_dir(Path::new("")).unwrap(), ["bad\u{fffd}name", "good"]);
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -114,6 +114,39 @@ fn reread_record<F: DiskFile>(
     Ok(decode_record(&bytes).map(|_| ()).map(|()| (len, bytes)))
 }
 
+/// Writes verified records back in place, batched into large contiguous writes (records are
+/// back to back, so consecutive ones form one range).
+struct Rewriter {
+    from: Option<u64>,
+    buf: Vec<u8>,
+    at: u64,
+}
+
+impl Rewriter {
+    fn push<F: DiskFile>(&mut self, file: &F, path: &Path, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        if !self.from.is_some_and(|from| at >= from) {
+            return Ok(());
+        }
+        if self.buf.is_empty() {
+            self.at = at;
+        }
+        debug_assert_eq!(self.at + self.buf.len() as u64, at, "records are contiguous");
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= SCAN_CHUNK_BYTES {
+            self.flush(file, path)?;
+        }
+        Ok(())
+    }
+
+    fn flush<F: DiskFile>(&mut self, file: &F, path: &Path) -> Result<(), StoreError> {
+        if !self.buf.is_empty() {
+            file.write_at(&self.buf, self.at).map_err(|e| StoreError::disk(path, Some(self.at), e.with_path(path)))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 /// Scans records from `start` to the end of `file`, calling `visit(offset, record)` for each
 /// valid record in order. Disk errors abort the scan with `Err`; invalid bytes end it with
 /// `stop` set. With `rewrite_from`, every verified record at or past that offset is written
@@ -124,6 +157,19 @@ pub(crate) fn scan_records<F: DiskFile, R>(
     path: &Path,
     start: u64,
     rewrite_from: Option<u64>,
+    visit: impl FnMut(u64, &Record<'_>) -> ControlFlow<R>,
+) -> Result<ScanOutcome<R>, StoreError> {
+    let mut rewriter = Rewriter { from: rewrite_from, buf: Vec::new(), at: 0 };
+    let outcome = scan_loop(file, path, start, &mut rewriter, visit)?;
+    rewriter.flush(file, path)?;
+    Ok(outcome)
+}
+
+fn scan_loop<F: DiskFile, R>(
+    file: &F,
+    path: &Path,
+    start: u64,
+    rewriter: &mut Rewriter,
     mut visit: impl FnMut(u64, &Record<'_>) -> ControlFlow<R>,
 ) -> Result<ScanOutcome<R>, StoreError> {
     let file_len = file.len().map_err(|e| StoreError::disk(path, None, e))?;
@@ -142,49 +188,47 @@ pub(crate) fn scan_records<F: DiskFile, R>(
             outcome.stop = Some(ScanStop::Invalid { offset: at, error });
             return Ok(outcome);
         }
-        let mut len = match decode_record_head(window.slice(at, RECORD_HEADER_BYTES)) {
-            Ok(head) if window.fill(file, path, file_len, at, head.len_bytes as usize)? => {
-                let len = head.len_bytes as usize;
-                debug_assert!(len <= RECORD_BYTES_MAX);
-                verify_record(window.slice(at, len), head).map(|_| len)
+        // The common path: the record verifies in the window, checksummed once.
+        let mut verdict = None;
+        if let Ok(head) = decode_record_head(window.slice(at, RECORD_HEADER_BYTES)) {
+            let len = head.len_bytes as usize;
+            debug_assert!(len <= RECORD_BYTES_MAX);
+            if window.fill(file, path, file_len, at, len)? {
+                if let Ok(record) = verify_record(window.slice(at, len), head) {
+                    verdict = Some((len, visit(at, &record)));
+                    if matches!(verdict, Some((_, ControlFlow::Continue(())))) {
+                        rewriter.push(file, path, at, window.slice(at, len))?;
+                    }
+                }
             }
-            Ok(head) => {
-                Err(FormatError::Truncated { needed_bytes: u64::from(head.len_bytes), available_bytes: file_len - at })
-            }
-            Err(error) => Err(error),
-        };
-        // Any invalid record, not only a checksum mismatch, is read once more straight from
-        // the disk before it counts: a flipped bit in a length field on the read path must not
-        // make recovery throw away durable data.
-        let mut fresh = None;
-        if len.is_err() {
-            match reread_record(file, path, file_len, at)? {
-                Ok((good_len, bytes)) => {
+        }
+        let (len, flow) = match verdict {
+            Some(found) => found,
+            // Any invalid record, not only a checksum mismatch, is read once more straight
+            // from the disk before it counts: a flipped bit in a length field on the read
+            // path must not make recovery throw away durable data.
+            None => match reread_record(file, path, file_len, at)? {
+                Ok((len, bytes)) => {
                     outcome.transient_mismatches += 1;
                     // The window holds the flipped copy; forget it so later reads of these
                     // bytes come from the disk again.
                     window.invalidate();
-                    len = Ok(good_len);
-                    fresh = Some(bytes);
+                    let (_, record) = decode_record(&bytes).expect("reread_record verified it");
+                    let flow = visit(at, &record);
+                    if flow.is_continue() {
+                        rewriter.push(file, path, at, &bytes)?;
+                    }
+                    (len, flow)
                 }
                 Err(error) => {
                     outcome.stop = Some(ScanStop::Invalid { offset: at, error });
                     return Ok(outcome);
                 }
-            }
-        }
-        let len = len.expect("an invalid record returned above");
-        let verified: &[u8] = match &fresh {
-            Some(bytes) => bytes,
-            None => window.slice(at, len),
+            },
         };
-        let (_, record) = decode_record(verified).expect("verified above");
-        if let ControlFlow::Break(reason) = visit(at, &record) {
+        if let ControlFlow::Break(reason) = flow {
             outcome.stop = Some(ScanStop::Rejected { offset: at, reason });
             return Ok(outcome);
-        }
-        if rewrite_from.is_some_and(|from| at >= from) {
-            file.write_at(verified, at).map_err(|e| StoreError::disk(path, Some(at), e.with_path(path)))?;
         }
         outcome.records += 1;
         at += len as u64;
