@@ -128,7 +128,6 @@ fn main() {
             mb / s.no_state_s,
         );
     }
-    let _ = raw.warm_read_mb_s;
     let _ = fs::remove_dir_all(&root);
 }
 

@@ -131,6 +131,8 @@ pub trait Disk: Clone + Send + Sync + 'static {
 
 /// An open file. Positions are explicit: there is no cursor, so clones of a handle and
 /// concurrent readers never interfere.
+// `len` can fail (it asks the disk), and nothing needs an `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: Send + Sync + 'static {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read, fewer only
     /// at the end of the file (0 at or past the end).

@@ -6,11 +6,18 @@
 //! the first bad one and every later block, and reports which sequences it knows existed and
 //! are now gone (from the state file and from what it can still read past the cut).
 //!
+//! Why rewrite past the durable mark: bytes written after the last state file may exist only
+//! in the page cache of a process whose fsync failed (Linux drops the dirty pages and keeps
+//! serving them). They read back as valid records, and a sync does nothing for them; writing
+//! them again does. With `repair`, every verified record past the state file's mark is written
+//! back in place from the verified bytes, and `open` syncs it.
+//!
 //! Invariants of a recovered store: message and skip records form one contiguous run of
 //! sequences across blocks; block indexes are consecutive; each block header's `first_seq`
-//! equals the next sequence after the previous block; every tombstone refers to an earlier
-//! sequence. Disk errors (EIO) fail recovery rather than cut: an unreadable sector is not
-//! evidence that data was never written.
+//! equals the next sequence after the previous block and its `prev_end_bytes` where the
+//! previous block's records end; every tombstone refers to an earlier sequence. Disk errors
+//! (EIO) fail recovery rather than cut: an unreadable sector is not evidence that data was
+//! never written.
 
 use super::block::{block_name, parse_block_name, Block};
 use super::scan::{scan_records, ScanStop};
@@ -261,7 +268,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         }
         let next = walk.next_seq.get_or_insert(header.first_seq);
         let mut block = Block::new(index, path, file, header.first_seq);
-        // Past the durable mark, write back what is verified (see `Recovered::durable_mark`).
+        // Past the durable mark, write back what is verified (module docs).
         let rewrite_from = if !repair {
             None
         } else {

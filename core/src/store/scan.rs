@@ -124,7 +124,7 @@ struct Rewriter {
 
 impl Rewriter {
     fn push<F: DiskFile>(&mut self, file: &F, path: &Path, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        if !self.from.is_some_and(|from| at >= from) {
+        if self.from.is_none_or(|from| at < from) {
             return Ok(());
         }
         if self.buf.is_empty() {

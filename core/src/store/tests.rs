@@ -161,7 +161,7 @@ fn max_msgs_and_max_bytes_discard_old() {
     drop(store);
 
     let fx = Fixture::new("limits-bytes");
-    let one = record_len(6, 0, payload(1).len()) as u64;
+    let one = record_len(6, 0, payload(1).len());
     let limits = Limits { max_bytes: Some(3 * one), ..Limits::default() };
     let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, limits));
     fill(&mut store, 10);
