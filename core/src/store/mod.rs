@@ -561,16 +561,7 @@ impl<D: Disk> FileStore<D> {
         assert!(new_first > self.first_seq);
         self.write_marker(RecordKind::Compact, new_first)?;
         let end = new_first.min(self.next_seq);
-        let mut removed_msgs = 0u64;
-        let mut removed_bytes = 0u64;
-        for block in &self.blocks {
-            for (seq, entry) in block.msgs.range(self.first_seq, end) {
-                if !self.deleted.contains(seq) {
-                    removed_msgs += 1;
-                    removed_bytes += u64::from(entry.len);
-                }
-            }
-        }
+        let (removed_msgs, removed_bytes) = count_messages(self.blocks.iter(), &self.deleted, self.first_seq, end);
         self.msgs -= removed_msgs;
         self.bytes -= removed_bytes;
         self.deleted.remove_below(new_first);

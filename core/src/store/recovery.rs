@@ -290,16 +290,13 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
                     RecordKind::Message | RecordKind::Skip if record.seq != *next => {
                         ControlFlow::Break(CutReason::SequenceGap { expected_seq: *next, found_seq: record.seq })
                     }
-                    RecordKind::Message
-                        if offset + record_len(record.subject.len(), record.headers.len(), record.payload.len())
-                            > u64::from(u32::MAX) =>
-                    {
-                        // The store never writes past BLOCK_SIZE_BYTES_MAX plus one record; a block
-                        // this long was not written by it.
-                        ControlFlow::Break(CutReason::BlockTooLong { offset })
-                    }
                     RecordKind::Message => {
                         let len = record_len(record.subject.len(), record.headers.len(), record.payload.len());
+                        if offset + len > u64::from(u32::MAX) {
+                            // The store never writes past BLOCK_SIZE_BYTES_MAX plus one record; a
+                            // block this long was not written by it.
+                            return ControlFlow::Break(CutReason::BlockTooLong { offset });
+                        }
                         msgs.push(record.seq, offset, len as u32);
                         *next += 1;
                         ControlFlow::Continue(())
