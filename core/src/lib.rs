@@ -7,13 +7,16 @@
 //! * [`env`]: clock, network, background work and BUGGIFY boundaries;
 //! * [`format`]: on-disk formats as pure encode/decode functions;
 //! * [`store`]: the file store (block files, state file, recovery, limits, sync policies);
+//! * [`stream`]: the replicated stream's state machine (entries, dedupe, snapshot, catch-up);
 //! * [`os`]: the production binding (the only module that touches the operating system).
 
 pub mod disk;
 pub mod env;
 pub mod format;
 pub mod os;
+pub mod raft;
 pub mod store;
+pub mod stream;
 
 #[cfg(test)]
 mod testutil;

@@ -4,10 +4,10 @@
 //! reads, crashes, clean restarts) runs against a `FileStore` on a faultfs disk and against a
 //! reference model. The model remembers two states: `current` (what the store has
 //! acknowledged) and `synced` (what it had acknowledged at its last durability point), plus
-//! every message ever appended since the last crash. After each crash the recovered store
-//! must hold:
+//! every message ever appended at each sequence still in use. After each crash the recovered
+//! store must hold:
 //! * **durability**: every message of `synced` not deleted since; its last sequence at least
-//!   `synced`'s;
+//!   `synced`'s; no message `synced` did not have (deleted or purged) at or below its last;
 //! * **prefix**: beyond `synced`, at most a contiguous run of the unsynced appends: no gap
 //!   (a present message after a missing one that was never deleted);
 //! * **integrity**: every message it returns is exactly the one appended at that sequence;
@@ -16,6 +16,18 @@
 //!
 //! Between crashes every read must return the acknowledged message, `None` for a deleted one,
 //! or an error that was injected, never other bytes.
+//!
+//! `truncate_after(seq)` flushes first, then writes the state file, then cuts. If it fails
+//! after the store has taken the truncation in (its last sequence is `seq`), the disk may be
+//! anywhere between the old stream and the truncated one, and a crash then must recover to:
+//! * every message at or below `seq` exactly as before the call: none missing, none that was
+//!   deleted or purged coming back, the same front (a truncation below the front may leave
+//!   the front anywhere between `seq + 1` and the old front);
+//! * a last sequence at least `seq` (a gap the target fell into is kept) and at most the old
+//!   last;
+//! * above `seq`, only messages that were appended there, with no old message missing before
+//!   one that survived: a prefix of the old stream, for the caller to truncate again;
+//! * losses reported only above `seq`.
 
 use crate::trace::Trace;
 use sluice_core::env::{Clock, MonoTime};
@@ -60,6 +72,11 @@ pub enum StoreOp {
     },
     /// A clean close and reopen, no crash.
     Reopen,
+    /// `truncate_after` a sequence chosen by `pick`, from a little below the front to a little
+    /// beyond the end.
+    Truncate {
+        pick: u16,
+    },
     /// A crash, then recovery loses power after `after_calls` mutating disk calls, then
     /// another crash, then recovery.
     CrashInRecovery {
@@ -81,6 +98,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Crash { mode: Some(mode) } => write!(f, "crash {}", mode.name()),
             StoreOp::Crash { mode: None } => write!(f, "crash random"),
             StoreOp::Reopen => write!(f, "reopen"),
+            StoreOp::Truncate { pick } => write!(f, "truncate pick={pick}"),
             StoreOp::CrashInRecovery { mode, after_calls } => {
                 write!(
                     f,
@@ -111,6 +129,12 @@ impl fmt::Display for Violation {
 pub struct StoreRunStats {
     pub steps: usize,
     pub appends: u64,
+    /// Truncations that removed something.
+    pub truncations: u64,
+    /// Truncations that failed part-way, leaving the disk between two streams.
+    pub truncations_interrupted: u64,
+    /// Recoveries checked against a truncation that failed part-way.
+    pub recoveries_mid_truncate: u64,
     pub crashes: u64,
     /// Unsynced messages a crash legitimately lost.
     pub unsynced_lost: u64,
@@ -151,6 +175,17 @@ impl Model {
         self.msgs.values().map(|m| record_len(m.subject.len(), 0, m.payload.len())).sum()
     }
 
+    /// What `truncate_after(seq)` leaves: nothing above `seq`; below the front, an empty
+    /// stream whose front moved back to `seq + 1`.
+    fn truncate_after(&mut self, seq: u64) {
+        if seq + 1 >= self.next {
+            return;
+        }
+        self.msgs.split_off(&(seq + 1));
+        self.next = seq + 1;
+        self.first = self.first.min(seq + 1);
+    }
+
     /// The front after the first message (or nothing) is gone, skipping deleted sequences.
     fn first_after_deleting_front(&self) -> u64 {
         self.msgs.keys().next().copied().unwrap_or(self.next)
@@ -166,6 +201,14 @@ enum Effect {
     Deleted(u64),
     FrontTo(u64),
     Skipped(u64),
+}
+
+/// A `truncate_after(seq)` that failed part-way: the disk holds something between `before`
+/// and the truncated stream until the next recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Truncating {
+    seq: u64,
+    before: Model,
 }
 
 /// How the workload reads time: a clock and a way to move it forward.
@@ -191,10 +234,13 @@ struct Run<'a, C: Clock> {
     store: Option<FileStore<FaultFs>>,
     current: Model,
     synced: Model,
-    /// Every message appended since the last crash or reopen, deleted or not.
+    /// Every message appended at each sequence, deleted or not, until a crash or truncation
+    /// frees the sequence for another.
     appended: BTreeMap<u64, Msg>,
     /// Effects since `synced` was last taken, in order.
     effects: Vec<Effect>,
+    /// A truncation the disk may hold only part of.
+    truncating: Option<Truncating>,
     /// Read flips injected before the current step began.
     flips_before: u64,
     counter: u64,
@@ -260,6 +306,7 @@ impl<'a, C: Clock> StoreChecker<'a, C> {
             synced: Model::empty(),
             appended: BTreeMap::new(),
             effects: Vec::new(),
+            truncating: None,
             flips_before: 0,
             counter: 0,
             step: 0,
@@ -303,6 +350,7 @@ impl<'a, C: Clock> StoreChecker<'a, C> {
             synced: run.synced.clone(),
             appended: run.appended.clone(),
             effects: run.effects.clone(),
+            truncating: run.truncating.clone(),
             flips_before: 0,
             counter: run.counter,
             step: run.step,
@@ -498,6 +546,40 @@ impl<C: Clock> Run<'_, C> {
                 }
                 Ok(format!("get {seq}: {}", if got.is_ok() { "ok" } else { "injected error" }))
             }
+            StoreOp::Truncate { pick } => {
+                let low = self.current.first.saturating_sub(3);
+                let seq = low + u64::from(pick) % (self.current.next + 1 - low);
+                let before = self.current.clone();
+                let mut after = before.clone();
+                after.truncate_after(seq);
+                let result = self.store().truncate_after(seq);
+                let state = self.store().state();
+                let removed = (before.msgs.len() - after.msgs.len()) as u64;
+                match &result {
+                    Ok(n) if *n == removed => {}
+                    Ok(n) => {
+                        return Err(violation("truncate", self.step, format!("removed {n}, expected {removed}")));
+                    }
+                    Err(e) => self.expect_injected("truncate", e)?,
+                }
+                if after != before {
+                    if result.is_ok() {
+                        // Durable: the old messages above `seq` can never come back.
+                        self.appended.split_off(&(seq + 1));
+                        self.current = after;
+                        self.stats.truncations += 1;
+                    } else if state.last_seq == seq {
+                        // Failed after the state file said `seq` (flushed before it): the
+                        // disk is part-way, and everything at or below `seq` is durable.
+                        self.truncating = Some(Truncating { seq, before });
+                        self.stats.truncations_interrupted += 1;
+                        self.current = after.clone();
+                        self.synced = after;
+                        self.effects.clear();
+                    }
+                }
+                Ok(format!("truncate after {seq}: {result:?}"))
+            }
             StoreOp::Reopen => {
                 let store = self.store.take().expect("open");
                 let closed = store.close();
@@ -663,7 +745,12 @@ impl<C: Clock> Run<'_, C> {
             self.stats.cuts += 1;
         }
         if crashed {
-            self.check_recovered(&recovered, &report).map_err(|mut v| {
+            self.stats.recoveries_mid_truncate += u64::from(self.truncating.is_some());
+            let checked = match &self.truncating {
+                Some(truncating) => self.check_recovered_mid_truncate(&recovered, &report, truncating),
+                None => self.check_recovered(&recovered, &report),
+            };
+            checked.map_err(|mut v| {
                 v.detail.push_str(&format!(
                     " [recovery: cut {}, dropped {:?}, lost {:?}, state file {:?}]",
                     report.cut.as_ref().map_or("none".to_string(), |c| c.to_string()),
@@ -698,14 +785,73 @@ impl<C: Clock> Run<'_, C> {
             report.lost
         );
         if crashed {
-            self.appended = recovered.msgs.clone();
+            // What lay past the recovered end is gone for good (recovery cut it durably), and
+            // the next appends reuse those sequences.
+            self.appended.split_off(&recovered.next);
         }
         self.current = recovered.clone();
         self.synced = recovered;
         self.effects.clear();
+        self.truncating = None;
         self.store = Some(store);
         self.disk.set_config(self.faults);
         Ok(outcome)
+    }
+
+    /// What may survive a crash after a truncation failed part-way (module docs).
+    fn check_recovered_mid_truncate(
+        &self,
+        r: &Model,
+        report: &RecoveryReport,
+        t: &Truncating,
+    ) -> Result<(), Violation> {
+        let (c, before, seq) = (&self.current, &t.before, t.seq);
+        let step = self.step;
+        let r_last = r.next - 1;
+        let before_last = before.next - 1;
+        if r_last < seq {
+            return Err(violation("durability", step, format!("last sequence {r_last} below the truncation to {seq}")));
+        }
+        if r_last > before_last {
+            return Err(violation("prefix", step, format!("last sequence {r_last} beyond the old last {before_last}")));
+        }
+        for (s, msg) in &r.msgs {
+            if self.appended.get(s) != Some(msg) {
+                return Err(violation("integrity", step, format!("sequence {s} holds {:?}", msg.payload)));
+            }
+        }
+        for s in c.msgs.keys() {
+            if !r.msgs.contains_key(s) {
+                return Err(violation("durability", step, format!("message {s} at or below {seq} is gone")));
+            }
+        }
+        if let Some(s) = r.msgs.range(..=seq).map(|(s, _)| s).find(|s| !c.msgs.contains_key(s)) {
+            return Err(violation("resurrection", step, format!("message {s}, not in the stream, is back")));
+        }
+        let front_ok =
+            if seq + 1 >= before.first { r.first == before.first } else { (seq + 1..=before.first).contains(&r.first) };
+        if !front_ok {
+            return Err(violation(
+                "front",
+                step,
+                format!("front {} (before the truncation: {})", r.first, before.first),
+            ));
+        }
+        for s in seq + 1..=r_last {
+            if before.msgs.contains_key(&s) && !r.msgs.contains_key(&s) {
+                return Err(violation("no-gap", step, format!("old message {s} missing while {r_last} survived")));
+            }
+        }
+        for &(first, last) in &report.lost {
+            if first <= seq || last > before_last || r.msgs.range(first..=last).next().is_some() {
+                return Err(violation(
+                    "honest-report",
+                    step,
+                    format!("reported {first}..={last} lost; truncating to {seq} from {before_last}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_recovered(&self, r: &Model, report: &RecoveryReport) -> Result<(), Violation> {
@@ -742,6 +888,13 @@ impl<C: Clock> Run<'_, C> {
             if c.msgs.contains_key(seq) && !r.msgs.contains_key(seq) {
                 return Err(violation("durability", step, format!("synced message {seq} (never deleted) is gone")));
             }
+        }
+        if let Some(seq) = r.msgs.range(..s.next).map(|(seq, _)| seq).find(|seq| !s.msgs.contains_key(seq)) {
+            return Err(violation(
+                "resurrection",
+                step,
+                format!("message {seq}, deleted or purged when synced, is back"),
+            ));
         }
         for seq in s.next..r.next {
             if c.msgs.contains_key(&seq) && !r.msgs.contains_key(&seq) {

@@ -64,7 +64,8 @@ fn random_op(rng: &mut ChaCha8Rng) -> StoreOp {
         49..=50 => StoreOp::Skip { count: rng.gen_range(0..20) },
         51..=60 => StoreOp::Sync,
         61..=70 => StoreOp::Tick { advance_ms: rng.gen_range(1..300) },
-        71..=88 => StoreOp::Get { pick: rng.gen() },
+        71..=86 => StoreOp::Get { pick: rng.gen() },
+        87..=88 => StoreOp::Truncate { pick: rng.gen() },
         89..=95 => {
             let mode =
                 if rng.gen_bool(0.5) { None } else { Some(CrashMode::ALL[rng.gen_range(0..CrashMode::ALL.len())]) };

@@ -2,7 +2,8 @@
 //!
 //! For a few short operation sequences, the power is cut after every possible number of
 //! mutating disk calls (so inside operations too: mid-flush, between a block sync and the
-//! directory sync, halfway through writing the state file), and at each cut point every
+//! directory sync, halfway through writing the state file, between the steps of a
+//! truncation), and at each cut point every
 //! crash state faultfs allows is enumerated and recovered from. Each recovery must satisfy
 //! the store checker's invariants: everything synced present, at most a contiguous run of
 //! the rest, exact payloads, an honest loss report.
@@ -93,6 +94,41 @@ fn scenarios() -> Vec<Scenario> {
                 append(10),
                 append(10),
                 StoreOp::Purge { pick: 4 },
+                append(2),
+                StoreOp::Sync,
+            ],
+        },
+        Scenario {
+            // Truncate into a skip (cut short and written again) with a delete of a kept
+            // message written after the cut, then below the front after a purge.
+            name: "always: truncate into a skip, then below a purged front",
+            config: config(160, SyncPolicy::Always, plain),
+            ops: vec![
+                append(10),
+                append(10),
+                StoreOp::Skip { count: 2 },
+                append(10),
+                append(10),
+                StoreOp::Delete { pick: 1 },
+                StoreOp::Truncate { pick: 4 },
+                append(5),
+                StoreOp::Purge { pick: 5 },
+                append(3),
+                StoreOp::Truncate { pick: 0 },
+                append(1),
+            ],
+        },
+        Scenario {
+            name: "on-snapshot: unsynced appends and a delete, truncate mid-block",
+            config: config(200, SyncPolicy::OnSnapshot, plain),
+            ops: vec![
+                append(10),
+                append(10),
+                StoreOp::Sync,
+                append(10),
+                append(10),
+                StoreOp::Delete { pick: 1 },
+                StoreOp::Truncate { pick: 3 },
                 append(2),
                 StoreOp::Sync,
             ],

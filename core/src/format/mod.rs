@@ -6,6 +6,7 @@
 
 pub mod block;
 mod le;
+pub mod raftlog;
 pub mod state;
 
 use std::fmt;

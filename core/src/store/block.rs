@@ -52,6 +52,28 @@ impl MsgIndex {
         run.entries.get(usize::try_from(seq - run.first_seq).ok()?).copied()
     }
 
+    /// The indexed message with the largest sequence at or below `seq`.
+    pub fn last_at_or_below(&self, seq: u64) -> Option<(u64, Entry)> {
+        let at = self.runs.partition_point(|run| run.first_seq <= seq).checked_sub(1)?;
+        let run = &self.runs[at];
+        // Runs are never empty: `push` starts one with an entry, `truncate_after` keeps >= 1.
+        let within = (seq - run.first_seq).min(run.entries.len() as u64 - 1);
+        Some((run.first_seq + within, run.entries[within as usize]))
+    }
+
+    /// Forgets every message above `seq`.
+    pub fn truncate_after(&mut self, seq: u64) {
+        while let Some(run) = self.runs.last_mut() {
+            if run.first_seq > seq {
+                self.runs.pop();
+                continue;
+            }
+            let keep = (seq - run.first_seq + 1).min(run.entries.len() as u64);
+            run.entries.truncate(keep as usize);
+            break;
+        }
+    }
+
     /// Indexed messages with `from <= seq < to`, in order.
     pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, Entry)> + '_ {
         let start = self.runs.partition_point(|run| run.first_seq + (run.entries.len() as u64) <= from);
@@ -164,6 +186,22 @@ impl<F: DiskFile> Block<F> {
         Ok(())
     }
 
+    /// Cuts the block back to `offset`, a record boundary, in memory and in the file (the
+    /// shrink is durable after the next `sync` and directory sync). The buffer must have been
+    /// written. The bookkeeping moves even if `set_len` fails: the caller then stops writing,
+    /// and nothing past `offset` may be read again either way. The message index is the
+    /// caller's to cut.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), StoreError> {
+        assert!(self.pending.is_empty(), "write the buffer before truncating");
+        assert!(offset >= BLOCK_HEADER_BYTES as u64, "{}: truncating into the header", self.path.display());
+        assert!(offset <= self.end_bytes, "{}: truncating beyond the end", self.path.display());
+        self.end_bytes = offset;
+        self.written_bytes = offset;
+        self.synced_bytes = self.synced_bytes.min(offset);
+        self.dirty = true;
+        self.file.set_len(offset).map_err(|e| StoreError::disk(&self.path, Some(offset), e))
+    }
+
     /// Reads `buf.len()` bytes at `offset`, from the buffer if they are not written yet.
     /// Records never straddle `written_bytes`.
     pub fn read_exact(&self, buf: &mut [u8], offset: u64) -> Result<(), StoreError> {
@@ -243,6 +281,28 @@ mod tests {
         let seqs: Vec<u64> = index.range(6, 11).map(|(s, _)| s).collect();
         assert_eq!(seqs, [6, 7, 10]);
         assert_eq!(index.range(0, u64::MAX).count(), 5);
+        assert_eq!(index.last_at_or_below(4), None);
+        assert_eq!(index.last_at_or_below(9), Some((7, Entry { offset: 200, len: 50 })));
+        assert_eq!(index.last_at_or_below(u64::MAX), Some((11, Entry { offset: 400, len: 50 })));
+    }
+
+    #[test]
+    fn index_truncates_after_a_sequence() {
+        let mut index = MsgIndex::default();
+        for (seq, offset) in [(5u64, 32u64), (6, 100), (7, 200), (10, 300), (11, 400)] {
+            index.push(seq, offset, 50);
+        }
+        index.truncate_after(10);
+        assert_eq!(index.range(0, u64::MAX).map(|(s, _)| s).collect::<Vec<_>>(), [5, 6, 7, 10]);
+        index.truncate_after(8);
+        assert_eq!(index.range(0, u64::MAX).map(|(s, _)| s).collect::<Vec<_>>(), [5, 6, 7]);
+        index.truncate_after(5);
+        assert_eq!(index.range(0, u64::MAX).map(|(s, _)| s).collect::<Vec<_>>(), [5]);
+        index.push(6, 500, 10);
+        assert_eq!(index.lookup(6), Some(Entry { offset: 500, len: 10 }));
+        index.truncate_after(4);
+        assert_eq!(index.range(0, u64::MAX).count(), 0);
+        assert_eq!(index.last_at_or_below(100), None);
     }
 
     #[test]

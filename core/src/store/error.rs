@@ -65,6 +65,8 @@ pub enum CorruptReason {
     },
     /// A record's kind is not the one the index expects.
     WrongKind,
+    /// The block ends before a record the index expects.
+    Missing,
 }
 
 impl fmt::Display for CorruptReason {
@@ -73,6 +75,7 @@ impl fmt::Display for CorruptReason {
             CorruptReason::Format(e) => write!(f, "{e}"),
             CorruptReason::WrongSequence { found } => write!(f, "record holds sequence {found}"),
             CorruptReason::WrongKind => write!(f, "record is not a message"),
+            CorruptReason::Missing => write!(f, "the block ends before the record"),
         }
     }
 }

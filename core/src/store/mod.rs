@@ -13,7 +13,11 @@
 //!   what is durable is then unknown, and only recovery can say;
 //! * a block file is removed only after the compact record that makes its messages
 //!   unnecessary is durable, and never while it holds the latest compact record: that record
-//!   is what tells recovery the missing front blocks were purged, not lost.
+//!   is what tells recovery the missing front blocks were purged, not lost;
+//! * the first block starts at or below `first_seq` (recovery derives the front from it,
+//!   `truncate_after` finds the block of a sequence by it);
+//! * `truncate_after` writes the state file describing the truncated stream before it cuts
+//!   anything (see `truncate`).
 
 mod block;
 mod config;
@@ -23,6 +27,7 @@ mod scan;
 mod seqset;
 #[cfg(test)]
 mod tests;
+mod truncate;
 
 pub use config::{
     Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
@@ -134,6 +139,16 @@ impl<D: Disk> FileStore<D> {
         if store.blocks.is_empty() {
             store.create_block(1)?;
         }
+        // A trailing gap the state file knows of that the blocks lost (see `recovery`): write
+        // it again, so the blocks carry it before the state file is replaced.
+        if let Some(restore) = recovered.restore {
+            if let Some(front) = restore.front {
+                store.write_compact(front)?;
+            }
+            if store.next_seq <= restore.last {
+                store.append_skip(restore.last)?;
+            }
+        }
         // Recovery rewrote everything past the state file's durable mark (it may exist only in
         // the page cache of a process whose fsync failed). Sync it, and the directory (names
         // created since the mark), before anything is built on it.
@@ -157,13 +172,17 @@ impl<D: Disk> FileStore<D> {
         let recovered = recover(disk, dir, false)?;
         let (msgs, bytes) =
             count_messages(recovered.blocks.iter(), &recovered.deleted, recovered.first_seq, recovered.next_seq);
-        let state = StreamState {
-            first_seq: recovered.first_seq,
-            last_seq: recovered.next_seq - 1,
-            msgs,
-            bytes,
-            num_deleted: recovered.deleted.len(),
+        // What `open` would add: the restored trailing gap (nothing is indexed or deleted from
+        // `next_seq` on, and a restored front lies at or above `next_seq`).
+        let (first_seq, last_seq, restored) = match recovered.restore {
+            Some(restore) => {
+                let front = restore.front.unwrap_or(recovered.first_seq);
+                let skip_from = recovered.next_seq.max(front);
+                (front, restore.last, (restore.last + 1).saturating_sub(skip_from))
+            }
+            None => (recovered.first_seq, recovered.next_seq - 1, 0),
         };
+        let state = StreamState { first_seq, last_seq, msgs, bytes, num_deleted: recovered.deleted.len() + restored };
         Ok((state, recovered.report))
     }
 
@@ -294,7 +313,14 @@ impl<D: Disk> FileStore<D> {
         if last < self.next_seq {
             return Ok(());
         }
+        self.append_skip(last)?;
+        self.sync_if_always()
+    }
+
+    /// Writes a skip record for `next_seq..=last` and applies it.
+    fn append_skip(&mut self, last: u64) -> Result<(), StoreError> {
         let first = self.next_seq;
+        assert!(first <= last, "skip {first}..={last} runs backwards");
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         encode_skip(&mut scratch, first, last, 0);
@@ -303,7 +329,7 @@ impl<D: Disk> FileStore<D> {
         written?;
         self.deleted.insert_range(first, last);
         self.next_seq = last + 1;
-        self.sync_if_always()
+        Ok(())
     }
 
     /// Reads message `seq`, verifying its checksum. `Ok(None)` if the stream has no message
@@ -324,6 +350,39 @@ impl<D: Disk> FileStore<D> {
             headers: all.slice(headers_at..payload_at),
             payload: all.slice(payload_at..payload_at + head.payload_len as usize),
         }))
+    }
+
+    /// Reads the stored messages with sequence `from_seq` or later, in order, skipping deleted
+    /// sequences: at most `max_msgs` of them, and no more than `max_bytes` of subjects,
+    /// headers and payloads together, except that the first message is returned whatever its
+    /// size (a reader in chunks always makes progress). Empty if there is nothing at or after
+    /// `from_seq`, or if `max_msgs` is 0. For follower catch-up in bounded chunks.
+    ///
+    /// Work is bounded by what is returned: a deleted range is stepped over in one lookup, not
+    /// one sequence at a time. Errors as `get`: `Corrupt` rather than wrong bytes.
+    pub fn get_range(&self, from_seq: u64, max_msgs: usize, max_bytes: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut out = Vec::new();
+        let mut total_bytes = 0u64;
+        let mut seq = from_seq.max(self.first_seq);
+        // Each pass returns one message or stops.
+        while out.len() < max_msgs {
+            // Every sequence in range is a message in the index or deleted (invariants), so
+            // the first one not deleted is a message.
+            seq = self.deleted.next_absent(seq);
+            if seq >= self.next_seq {
+                break;
+            }
+            let entry = self.entry(seq).expect("a sequence in range and not deleted is indexed");
+            let size = u64::from(entry.len) - crate::format::block::RECORD_OVERHEAD_BYTES as u64;
+            if !out.is_empty() && total_bytes + size > max_bytes {
+                break;
+            }
+            let msg = self.get(seq)?.expect("a sequence in range and not deleted is a message");
+            total_bytes += size;
+            out.push(msg);
+            seq += 1;
+        }
+        Ok(out)
     }
 
     /// Reads and verifies the record of message `seq`, which must be in the index. A checksum
@@ -428,6 +487,9 @@ impl<D: Disk> FileStore<D> {
         assert!(self.first_seq >= 1);
         assert!(self.first_seq <= self.next_seq, "first_seq {} > next_seq {}", self.first_seq, self.next_seq);
         assert!(!self.blocks.is_empty(), "a store always has a block to write");
+        // Recovery derives the front from the first block's header; truncate_after finds a
+        // stream position's block by it.
+        assert!(self.blocks[0].first_seq <= self.first_seq, "the first block starts after first_seq");
         self.deleted.check_invariants();
         if let Some((lowest, _)) = self.deleted.ranges().next() {
             assert!(lowest >= self.first_seq, "deleted sequence {lowest} below first_seq");
@@ -702,8 +764,15 @@ impl<D: Disk> FileStore<D> {
     fn write_state_file(&mut self) -> Result<(), StoreError> {
         // Called only right after a successful flush: every block is durable to its end.
         debug_assert!(!self.has_unsynced_writes());
+        let state = self.state_file();
+        self.write_state(&state)
+    }
+
+    /// The state file describing the store as it is, with the durable mark at the end of the
+    /// last block (true only right after a flush).
+    fn state_file(&self) -> StateFile {
         let last = self.blocks.back().expect("a store always has a block");
-        let state = StateFile {
+        StateFile {
             first_seq: self.first_seq,
             last_seq: self.next_seq - 1,
             msgs: self.msgs,
@@ -711,7 +780,12 @@ impl<D: Disk> FileStore<D> {
             mark_block: last.index,
             mark_end_bytes: last.end_bytes,
             deleted: self.deleted.ranges().collect(),
-        };
+        }
+    }
+
+    /// Replaces the state file with `state` atomically: temp file, sync, rename, directory
+    /// sync.
+    fn write_state(&mut self, state: &StateFile) -> Result<(), StoreError> {
         let bytes = state.encode();
         let tmp = self.dir.join(STATE_TMP_FILE);
         let dest = self.dir.join(STATE_FILE);

@@ -139,6 +139,11 @@ pub struct RecoveryReport {
     pub lost: Vec<(u64, u64)>,
     /// Deletes the state file recorded that no surviving tombstone did.
     pub deletes_from_state: u64,
+    /// A trailing run of sequences the state file records as holding no message (below its
+    /// first sequence, or deleted), which the blocks no longer carry: an interrupted
+    /// `truncate_after` cut away the records that said so. Kept as a gap (`open` writes a
+    /// compact and a skip record for it), not reported lost.
+    pub restored_gap: Option<(u64, u64)>,
     /// Errors reading what lay past the cut (for the report only; `lost` may be incomplete).
     pub unread_past_cut: Vec<String>,
     /// Names in the directory that are not part of the store; left alone.
@@ -152,6 +157,14 @@ impl RecoveryReport {
     }
 }
 
+/// A trailing gap the state file knows of: move the front to `front` if set (everything from
+/// `next_seq` below it was purged), then skip through `last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Restore {
+    pub front: Option<u64>,
+    pub last: u64,
+}
+
 pub(crate) struct Recovered<F> {
     pub blocks: Vec<Block<F>>,
     /// Index of the block holding the highest compact record, if any survived.
@@ -159,6 +172,9 @@ pub(crate) struct Recovered<F> {
     pub first_seq: u64,
     pub next_seq: u64,
     pub deleted: SeqSet,
+    /// The trailing gap to restore (`report.restored_gap`); `open` writes its records, and
+    /// nothing else here includes it yet.
+    pub restore: Option<Restore>,
     pub report: RecoveryReport,
 }
 
@@ -199,6 +215,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         dropped_blocks: Vec::new(),
         lost: Vec::new(),
         deletes_from_state: 0,
+        restored_gap: None,
         unread_past_cut: Vec::new(),
         ignored_files: Vec::new(),
     };
@@ -417,11 +434,32 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         }
         walk.observed_max = walk.observed_max.max(state.last_seq);
     }
-    if walk.observed_max >= next_seq {
-        report.lost.push((next_seq, walk.observed_max));
+    // `truncate_after` writes the state file before it cuts, so a truncation cut short may
+    // leave the blocks ending before the state file's last sequence: the cut removed a skip
+    // record, or the compact record that moved the front, and the shorter ones written again
+    // were lost. If the state file says no sequence from where the blocks end through its last
+    // held a message (below its front, or deleted), they are kept as a gap rather than handed
+    // to new appends.
+    let restore = state.as_ref().and_then(|state| {
+        if state.last_seq < next_seq {
+            return None;
+        }
+        let skip_from = next_seq.max(state.first_seq);
+        let deleted = skip_from > state.last_seq
+            || state.deleted.iter().any(|&(first, last)| first <= skip_from && state.last_seq <= last);
+        let front = (next_seq < state.first_seq).then_some(state.first_seq);
+        deleted.then_some(Restore { front, last: state.last_seq })
+    });
+    let mut lost_from = next_seq;
+    if let Some(restore) = restore {
+        report.restored_gap = Some((next_seq, restore.last));
+        lost_from = restore.last + 1;
+    }
+    if walk.observed_max >= lost_from {
+        report.lost.push((lost_from, walk.observed_max));
     }
     let compact_block = walk.compact_block.filter(|i| blocks.iter().any(|b| b.index == *i));
-    Ok(Recovered { blocks, compact_block, first_seq, next_seq, deleted, report })
+    Ok(Recovered { blocks, compact_block, first_seq, next_seq, deleted, restore, report })
 }
 
 fn cut_here(file: &Path, offset: u64, walk: &Walk, reason: CutReason) -> Cut {

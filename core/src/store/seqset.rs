@@ -96,6 +96,25 @@ impl SeqSet {
         removed
     }
 
+    /// Removes every sequence above `seq`; returns how many were removed.
+    pub fn remove_above(&mut self, seq: u64) -> u64 {
+        let mut removed = 0u64;
+        while let Some((&first, &last)) = self.ranges.iter().next_back() {
+            if last <= seq {
+                break;
+            }
+            self.ranges.remove(&first);
+            if first <= seq {
+                removed += last - seq;
+                self.ranges.insert(first, seq);
+                break;
+            }
+            removed += last - first + 1;
+        }
+        self.len -= removed;
+        removed
+    }
+
     /// Number of sequences of the set within `first..=last`.
     pub fn count_within(&self, first: u64, last: u64) -> u64 {
         if first > last {
@@ -139,10 +158,15 @@ mod tests {
     enum Op {
         Insert(u64, u64),
         RemoveBelow(u64),
+        RemoveAbove(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![(0u64..200, 0u64..8).prop_map(|(f, n)| Op::Insert(f, f + n)), (0u64..200).prop_map(Op::RemoveBelow),]
+        prop_oneof![
+            (0u64..200, 0u64..8).prop_map(|(f, n)| Op::Insert(f, f + n)),
+            (0u64..200).prop_map(Op::RemoveBelow),
+            (0u64..200).prop_map(Op::RemoveAbove),
+        ]
     }
 
     proptest! {
@@ -164,6 +188,11 @@ mod tests {
                         let before = model.len() as u64;
                         model.retain(|&x| x >= s);
                         prop_assert_eq!(set.remove_below(s), before - model.len() as u64);
+                    }
+                    Op::RemoveAbove(s) => {
+                        let before = model.len() as u64;
+                        model.retain(|&x| x <= s);
+                        prop_assert_eq!(set.remove_above(s), before - model.len() as u64);
                     }
                 }
                 set.check_invariants();

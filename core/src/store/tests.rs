@@ -403,3 +403,270 @@ fn verify_changes_nothing() {
     assert!(report.cut.is_some());
     assert_eq!(listing(&fx.root), before);
 }
+
+// ---- truncate_after ----
+
+const POLICIES: [SyncPolicy; 3] =
+    [SyncPolicy::Always, SyncPolicy::OnSnapshot, SyncPolicy::Interval { interval: Duration::from_secs(3600) }];
+
+/// Every message of the stream, by sequence, read back and checked against `payload(seq)`.
+fn present(store: &FileStore<OsDisk>) -> Vec<u64> {
+    let state = store.state();
+    let mut seqs = Vec::new();
+    for seq in state.first_seq..=state.last_seq {
+        if let Some(m) = store.get(seq).unwrap() {
+            assert_eq!(m.payload, payload(seq), "sequence {seq} holds another message");
+            seqs.push(seq);
+        }
+    }
+    assert_eq!(seqs.len() as u64, state.msgs);
+    seqs
+}
+
+/// Truncates, checks the result, appends one message, then reopens without a close (what
+/// truncate_after made durable must be there; the append is synced first) and checks again.
+fn truncate_and_reopen(
+    fx: &Fixture,
+    config: StoreConfig,
+    mut store: FileStore<OsDisk>,
+    seq: u64,
+    expected: &[u64],
+) -> FileStore<OsDisk> {
+    let before = store.state().msgs;
+    let removed = store.truncate_after(seq).unwrap();
+    store.check_invariants();
+    assert!(!store.has_unsynced_writes(), "durable on return under {:?}", config.sync);
+    assert_eq!(removed, before - expected.len() as u64);
+    assert_eq!(present(&store), expected, "after truncate_after({seq})");
+    assert_eq!(store.state().last_seq, seq.max(store.state().first_seq - 1));
+    let after = store.state();
+    drop(store); // no close: truncate_after is durable on return
+    let (mut store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(report.lost, Vec::<(u64, u64)>::new());
+    assert_eq!(store.state(), after, "reopen after truncate_after({seq})");
+    assert_eq!(present(&store), expected);
+    let next = store.append(&msg(b"orders", &payload(after.last_seq + 1), 0)).unwrap();
+    assert_eq!(next, after.last_seq + 1, "the next append gets seq + 1");
+    store.sync().unwrap();
+    store.check_invariants();
+    drop(store);
+    let (store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(store.state().last_seq, after.last_seq + 1);
+    let mut with_next = expected.to_vec();
+    with_next.push(after.last_seq + 1);
+    assert_eq!(present(&store), with_next);
+    store
+}
+
+fn seqs(range: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    range.collect()
+}
+
+#[test]
+fn truncate_in_the_middle_of_a_block_and_at_a_block_boundary() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-mid-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 30);
+        assert!(store.blocks.len() > 4);
+        // Middle of a block: 14 is neither a block's first nor its last message.
+        let block = store.block_for(14).unwrap();
+        assert!(block.first_seq < 14 && block.msgs.lookup(15).is_some(), "14 is mid-block");
+        let mut store = truncate_and_reopen(&fx, config, store, 14, &seqs(1..=14));
+        // At a block boundary: the last message of a block, the next block removed whole.
+        fill(&mut store, 20);
+        let boundary = store.blocks[2].first_seq - 1;
+        let blocks_before = store.blocks.len();
+        let store = truncate_and_reopen(&fx, config, store, boundary, &seqs(1..=boundary));
+        assert!(store.blocks.len() < blocks_before);
+        assert!(!fx.block_path(store.blocks.back().unwrap().index + 1).exists(), "blocks above are removed");
+    }
+}
+
+#[test]
+fn truncate_to_a_deleted_sequence_keeps_deletes_written_after_the_cut() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-del-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 20);
+        // Deletes of kept messages, written after every message above the target.
+        assert!(store.delete(10).unwrap());
+        assert!(store.delete(4).unwrap());
+        assert!(store.delete(15).unwrap());
+        let expected: Vec<u64> = (1..=10).filter(|s| ![4, 10].contains(s)).collect();
+        let store = truncate_and_reopen(&fx, config, store, 10, &expected);
+        assert_eq!(store.state().num_deleted, 2);
+        drop(store);
+        // The blocks alone carry the deletes again: without the state file nothing returns.
+        std::fs::remove_file(fx.root.join("s").join(recovery::STATE_FILE)).unwrap();
+        let (store, _) = fx.open(config);
+        assert_eq!(store.get(4).unwrap(), None);
+        assert_eq!(store.get(10).unwrap(), None);
+        assert_eq!(store.state().last_seq, 11, "the append made after truncating");
+    }
+}
+
+#[test]
+fn truncate_after_deleting_the_front_keeps_the_front() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-front-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 12);
+        // Compact records written after every message above the target.
+        assert!(store.delete(1).unwrap());
+        assert_eq!(store.purge_before(3).unwrap(), 1);
+        let store = truncate_and_reopen(&fx, config, store, 6, &seqs(3..=6));
+        assert_eq!(store.state().first_seq, 3);
+        drop(store);
+        std::fs::remove_file(fx.root.join("s").join(recovery::STATE_FILE)).unwrap();
+        let (store, _) = fx.open(config);
+        assert_eq!(store.state().first_seq, 3, "the blocks alone carry the front again");
+        assert_eq!(present(&store), seqs(3..=7));
+    }
+}
+
+#[test]
+fn truncate_inside_a_skipped_range() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-skip-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 3);
+        store.skip_through(40).unwrap();
+        fill(&mut store, 5);
+        let store = truncate_and_reopen(&fx, config, store, 20, &seqs(1..=3));
+        assert_eq!(store.state().num_deleted, 17, "4..=20 stay skipped");
+        drop(store);
+        std::fs::remove_file(fx.root.join("s").join(recovery::STATE_FILE)).unwrap();
+        let (store, _) = fx.open(config);
+        assert_eq!(store.state().last_seq, 21, "the skip record ends at the target");
+    }
+}
+
+#[test]
+fn truncate_to_the_front_or_below_it_empties_the_stream() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-empty-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 10);
+        // To first - 1: empty, the front stays.
+        let mut store = truncate_and_reopen(&fx, config, store, 0, &[]);
+        assert_eq!(store.state().first_seq, 1);
+        fill(&mut store, 20);
+        assert_eq!(store.purge_before(15).unwrap(), 14);
+        let mut store = truncate_and_reopen(&fx, config, store, 14, &[]);
+        assert_eq!(store.state().first_seq, 15);
+        // Below the front (purged already): the front moves back.
+        fill(&mut store, 10);
+        assert_eq!(store.state().first_seq, 15);
+        let store = truncate_and_reopen(&fx, config, store, 9, &[]);
+        assert_eq!(store.state().first_seq, 10);
+        assert_eq!(store.state().last_seq, 10, "the append after the truncation");
+        let blocks = std::fs::read_dir(fx.root.join("s"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().ends_with(".blk"))
+            .count();
+        assert_eq!(blocks, store.blocks.len(), "the old blocks are gone");
+        drop(store);
+        // And to 0 after a purge beyond the end.
+        let (mut store, _) = fx.open(config);
+        assert_eq!(store.purge_before(50).unwrap(), 1);
+        let store = truncate_and_reopen(&fx, config, store, 0, &[]);
+        assert_eq!(store.state().first_seq, 1);
+    }
+}
+
+#[test]
+fn truncate_at_or_beyond_the_end_changes_nothing_but_syncs() {
+    for (p, sync) in POLICIES.into_iter().enumerate() {
+        let fx = Fixture::new(&format!("trunc-noop-{p}"));
+        let config = small_blocks(sync, Limits::default());
+        let (mut store, _) = fx.open(config);
+        fill(&mut store, 5);
+        store.delete(5).unwrap();
+        let before = store.state();
+        assert_eq!(store.truncate_after(5).unwrap(), 0);
+        assert_eq!(store.truncate_after(99).unwrap(), 0);
+        assert_eq!(store.state(), before);
+        assert!(!store.has_unsynced_writes());
+        drop(store);
+        let (store, _) = fx.open(config);
+        assert_eq!(store.state(), before);
+    }
+}
+
+#[test]
+fn a_failed_store_refuses_to_truncate() {
+    let fx = Fixture::new("trunc-failed");
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, Limits::default()));
+    fill(&mut store, 3);
+    store.failed = Some(StoreError::InvalidArgument { reason: "test".into() });
+    assert!(matches!(store.truncate_after(1), Err(StoreError::Failed { .. })));
+    assert_eq!(store.state().last_seq, 3);
+}
+
+#[test]
+fn recovery_restores_a_gap_the_state_file_records_and_the_blocks_lost() {
+    // What a crash inside truncate_after(seq) can leave when seq falls inside a skip: the
+    // state file (written first) says the stream ends at seq with a gap, the skip record is
+    // cut away.
+    let fx = Fixture::new("restore-gap");
+    let config = small_blocks(SyncPolicy::Always, Limits::default());
+    let (mut store, _) = fx.open(config);
+    fill(&mut store, 2);
+    let end_of_messages = store.blocks.back().unwrap().end_bytes;
+    store.skip_through(9).unwrap();
+    store.close().unwrap();
+    let block = fx.block_path(1);
+    std::fs::OpenOptions::new().write(true).open(&block).unwrap().set_len(end_of_messages).unwrap();
+    let (verify_state, verify_report) = FileStore::verify(&fx.disk, Path::new("s")).unwrap();
+    let (store, report) = fx.open(config);
+    assert_eq!(report, verify_report);
+    assert_eq!(verify_state, store.state());
+    assert_eq!(report.restored_gap, Some((3, 9)));
+    assert_eq!(report.lost, Vec::<(u64, u64)>::new());
+    assert_eq!(
+        store.state(),
+        StreamState { first_seq: 1, last_seq: 9, msgs: 2, bytes: store.state().bytes, num_deleted: 7 }
+    );
+    drop(store);
+    std::fs::remove_file(fx.root.join("s").join(recovery::STATE_FILE)).unwrap();
+    let (store, _) = fx.open(config);
+    assert_eq!(store.state().last_seq, 9, "open wrote the skip record again");
+}
+
+// ---- get_range ----
+
+#[test]
+fn get_range_returns_messages_in_order_within_bounds() {
+    let fx = Fixture::new("range");
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::OnSnapshot, Limits::default()));
+    fill(&mut store, 20);
+    store.delete(5).unwrap();
+    store.delete(6).unwrap();
+    store.skip_through(1_000_000).unwrap();
+    fill(&mut store, 3);
+    assert_eq!(store.purge_before(3).unwrap(), 2);
+    let seqs_of = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs_of(store.get_range(0, 4, u64::MAX).unwrap()), [3, 4, 7, 8], "from below the front");
+    assert_eq!(seqs_of(store.get_range(5, 3, u64::MAX).unwrap()), [7, 8, 9], "over deleted sequences");
+    // Over a million skipped sequences in one step (bounded work).
+    assert_eq!(seqs_of(store.get_range(19, 10, u64::MAX).unwrap()), [19, 20, 1_000_001, 1_000_002, 1_000_003]);
+    assert_eq!(seqs_of(store.get_range(21, 10, u64::MAX).unwrap()), [1_000_001, 1_000_002, 1_000_003]);
+    assert!(store.get_range(1_000_004, 10, u64::MAX).unwrap().is_empty(), "past the end");
+    assert!(store.get_range(3, 0, u64::MAX).unwrap().is_empty(), "max_msgs 0");
+    // Bytes: subject, headers and payload; the first message always comes back.
+    let one = (b"orders".len() + payload(3).len()) as u64;
+    assert_eq!(seqs_of(store.get_range(3, 10, 0).unwrap()), [3]);
+    assert_eq!(seqs_of(store.get_range(3, 10, 2 * one).unwrap()), [3, 4]);
+    assert_eq!(seqs_of(store.get_range(3, 10, 3 * one - 1).unwrap()), [3, 4]);
+    assert_eq!(seqs_of(store.get_range(3, 10, 3 * one).unwrap()), [3, 4, 7]);
+    let got = store.get_range(8, 1, u64::MAX).unwrap();
+    assert_eq!(got, vec![store.get(8).unwrap().unwrap()]);
+}

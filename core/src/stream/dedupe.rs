@@ -1,0 +1,278 @@
+//! De-duplication of publishes by message id (`Nats-Msg-Id`) within a time window.
+//!
+//! Time here is the stream's **clock**: the highest leader-chosen timestamp applied so far
+//! (publish timestamps and `Expire` entries). It never reads a local clock and never goes
+//! backwards, so every replica that applied the same entries holds the same ids, and a
+//! leader whose clock lags its predecessor's cannot shorten the window. An id is recorded at
+//! the clock's value when its message was stored, so records are ordered by (time, sequence)
+//! in insertion order; the oldest is evicted first, both by age and by count
+//! (`DEDUPE_IDS_MAX`).
+//!
+//! An id is live while `clock - recorded_ns <= window`. A window of zero turns
+//! de-duplication off. Rules in docs/streams.md.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most message ids remembered at once; beyond it the oldest is forgotten first. Bounds the
+/// memory (about 300 bytes an id) and the snapshot (at most ~18 MiB of ids).
+pub const DEDUPE_IDS_MAX: usize = 65_536;
+
+/// One remembered id: the message it stored and when (stream clock, ns).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DedupeEntry {
+    pub msg_id: Bytes,
+    pub seq: u64,
+    pub timestamp_ns: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dedupe {
+    window_ns: i64,
+    clock_ns: i64,
+    /// id -> (seq, recorded_ns).
+    by_id: BTreeMap<Bytes, (u64, i64)>,
+    /// (recorded_ns, seq) -> id: the eviction order.
+    by_age: BTreeMap<(i64, u64), Bytes>,
+}
+
+/// Why a set of dedupe entries cannot be loaded (from a snapshot).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DedupeLoadError {
+    TooMany {
+        count: usize,
+    },
+    EmptyId,
+    DuplicateId {
+        seq: u64,
+    },
+    /// Entries are not in strictly increasing (timestamp, seq) order.
+    OutOfOrder {
+        seq: u64,
+    },
+    /// An entry is newer than the clock it is loaded with.
+    AfterClock {
+        seq: u64,
+    },
+}
+
+impl Dedupe {
+    pub fn new(window: Duration) -> Self {
+        Dedupe {
+            window_ns: i64::try_from(window.as_nanos()).unwrap_or(i64::MAX),
+            clock_ns: i64::MIN,
+            by_id: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.window_ns > 0
+    }
+
+    pub fn clock_ns(&self) -> i64 {
+        self.clock_ns
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Moves the clock forward to `now_ns` (never back) and forgets ids older than the window.
+    pub fn advance(&mut self, now_ns: i64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
+        let oldest_live = self.clock_ns.saturating_sub(self.window_ns);
+        while let Some(entry) = self.by_age.first_entry() {
+            if entry.key().0 >= oldest_live {
+                break;
+            }
+            let ((_, _), id) = entry.remove_entry();
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// The sequence of the message stored under `msg_id` within the window, if any. Call
+    /// after `advance` to the entry's timestamp. An empty id is never a duplicate.
+    pub fn check(&self, msg_id: &[u8]) -> Option<u64> {
+        if msg_id.is_empty() || !self.enabled() {
+            return None;
+        }
+        self.by_id.get(msg_id).map(|&(seq, _)| seq)
+    }
+
+    /// Records that `msg_id` stored message `seq` now (at the clock). `seq` must be above
+    /// every recorded sequence (messages are stored in order).
+    pub fn record(&mut self, msg_id: &[u8], seq: u64) {
+        if msg_id.is_empty() || !self.enabled() {
+            return;
+        }
+        if let Some((&(_, last_seq), _)) = self.by_age.last_key_value() {
+            assert!(seq > last_seq, "dedupe records sequence {seq} after {last_seq}");
+        }
+        let id = Bytes::copy_from_slice(msg_id);
+        if let Some((old_seq, old_ns)) = self.by_id.insert(id.clone(), (seq, self.clock_ns)) {
+            // Only an id outside the window can be recorded again, and those are pruned by
+            // `advance`; keep the indexes consistent regardless.
+            self.by_age.remove(&(old_ns, old_seq));
+        }
+        self.by_age.insert((self.clock_ns, seq), id);
+        while self.by_id.len() > DEDUPE_IDS_MAX {
+            let (_, oldest) = self.by_age.pop_first().expect("more ids than the bound, so at least one");
+            self.by_id.remove(&oldest);
+        }
+    }
+
+    /// Every remembered id, oldest first: the canonical order the snapshot encodes.
+    pub fn entries(&self) -> impl Iterator<Item = DedupeEntry> + '_ {
+        self.by_age.iter().map(|(&(timestamp_ns, seq), id)| DedupeEntry { msg_id: id.clone(), seq, timestamp_ns })
+    }
+
+    /// Replaces the state with `entries` (oldest first, as `entries()` yields them) at clock
+    /// `clock_ns`, then prunes by this window (which may be shorter than the one they were
+    /// recorded under).
+    pub fn load(&mut self, clock_ns: i64, entries: &[DedupeEntry]) -> Result<(), DedupeLoadError> {
+        if entries.len() > DEDUPE_IDS_MAX {
+            return Err(DedupeLoadError::TooMany { count: entries.len() });
+        }
+        let mut by_id = BTreeMap::new();
+        let mut by_age = BTreeMap::new();
+        let mut previous: Option<(i64, u64)> = None;
+        for e in entries {
+            if e.msg_id.is_empty() {
+                return Err(DedupeLoadError::EmptyId);
+            }
+            let key = (e.timestamp_ns, e.seq);
+            if previous.is_some_and(|p| p >= key || p.1 >= e.seq) {
+                return Err(DedupeLoadError::OutOfOrder { seq: e.seq });
+            }
+            if e.timestamp_ns > clock_ns {
+                return Err(DedupeLoadError::AfterClock { seq: e.seq });
+            }
+            previous = Some(key);
+            if by_id.insert(e.msg_id.clone(), (e.seq, e.timestamp_ns)).is_some() {
+                return Err(DedupeLoadError::DuplicateId { seq: e.seq });
+            }
+            by_age.insert(key, e.msg_id.clone());
+        }
+        self.clock_ns = clock_ns;
+        self.by_id = by_id;
+        self.by_age = by_age;
+        if self.enabled() {
+            self.advance(clock_ns);
+        } else {
+            self.by_id.clear();
+            self.by_age.clear();
+        }
+        Ok(())
+    }
+
+    /// Highest sequence remembered.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.by_age.last_key_value().map(|(&(_, seq), _)| seq)
+    }
+
+    pub fn check_invariants(&self) {
+        assert_eq!(self.by_id.len(), self.by_age.len(), "dedupe indexes disagree in size");
+        assert!(self.by_id.len() <= DEDUPE_IDS_MAX, "dedupe holds more than DEDUPE_IDS_MAX");
+        let mut previous_seq = 0u64;
+        for (&(ns, seq), id) in &self.by_age {
+            assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
+            assert!(ns <= self.clock_ns, "dedupe id recorded after the clock");
+            assert!(seq > previous_seq, "dedupe sequences out of order");
+            previous_seq = seq;
+        }
+        if let Some((&(oldest, _), _)) = self.by_age.first_key_value() {
+            assert!(oldest >= self.clock_ns.saturating_sub(self.window_ns), "dedupe holds an expired id");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    #[test]
+    fn duplicate_within_window_and_forgotten_after() {
+        let mut d = Dedupe::new(Duration::from_secs(10));
+        d.advance(100 * SEC);
+        assert_eq!(d.check(b"a"), None);
+        d.record(b"a", 1);
+        d.advance(110 * SEC);
+        assert_eq!(d.check(b"a"), Some(1), "exactly at the window's edge: still a duplicate");
+        d.advance(110 * SEC + 1);
+        assert_eq!(d.check(b"a"), None);
+        assert!(d.is_empty());
+        d.check_invariants();
+    }
+
+    #[test]
+    fn clock_never_goes_back() {
+        let mut d = Dedupe::new(Duration::from_secs(10));
+        d.advance(100 * SEC);
+        d.record(b"a", 1);
+        // A new leader whose clock lags by a minute: the id is still within the window.
+        d.advance(40 * SEC);
+        assert_eq!(d.clock_ns(), 100 * SEC);
+        assert_eq!(d.check(b"a"), Some(1));
+        d.record(b"b", 2);
+        assert_eq!(d.entries().map(|e| e.timestamp_ns).collect::<Vec<_>>(), vec![100 * SEC, 100 * SEC]);
+        d.check_invariants();
+    }
+
+    #[test]
+    fn count_bound_evicts_oldest() {
+        let mut d = Dedupe::new(Duration::from_secs(3600));
+        for seq in 1..=(DEDUPE_IDS_MAX as u64 + 2) {
+            d.advance(seq as i64);
+            d.record(format!("id-{seq}").as_bytes(), seq);
+        }
+        assert_eq!(d.len(), DEDUPE_IDS_MAX);
+        assert_eq!(d.check(b"id-1"), None);
+        assert_eq!(d.check(b"id-2"), None);
+        assert_eq!(d.check(b"id-3"), Some(3));
+        d.check_invariants();
+    }
+
+    #[test]
+    fn zero_window_disables() {
+        let mut d = Dedupe::new(Duration::ZERO);
+        d.advance(5);
+        d.record(b"a", 1);
+        assert_eq!(d.check(b"a"), None);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn load_round_trips_and_rejects_bad_input() {
+        let mut d = Dedupe::new(Duration::from_secs(10));
+        d.advance(SEC);
+        d.record(b"a", 1);
+        d.advance(2 * SEC);
+        d.record(b"b", 5);
+        let entries: Vec<_> = d.entries().collect();
+        let mut e = Dedupe::new(Duration::from_secs(10));
+        e.load(d.clock_ns(), &entries).unwrap();
+        assert_eq!(e, d);
+
+        let dup =
+            vec![entries[0].clone(), DedupeEntry { msg_id: Bytes::from_static(b"a"), seq: 6, timestamp_ns: 2 * SEC }];
+        assert_eq!(e.load(2 * SEC, &dup), Err(DedupeLoadError::DuplicateId { seq: 6 }));
+        let reversed: Vec<_> = entries.iter().rev().cloned().collect();
+        assert_eq!(e.load(2 * SEC, &reversed), Err(DedupeLoadError::OutOfOrder { seq: 1 }));
+        assert_eq!(e.load(SEC, &entries), Err(DedupeLoadError::AfterClock { seq: 5 }));
+        // A failed load changes nothing.
+        assert_eq!(e, d);
+        // A shorter window prunes on load.
+        let mut short = Dedupe::new(Duration::from_millis(500));
+        short.load(2 * SEC, &entries).unwrap();
+        assert_eq!(short.check(b"a"), None);
+        assert_eq!(short.check(b"b"), Some(5));
+    }
+}

@@ -1,0 +1,432 @@
+//! The payload of a stream's Raft log entry (opaque bytes to Raft): publish, delete, purge,
+//! expire. Pure encode/decode; layout in docs/streams.md next to `golden_entries`.
+//!
+//! The decoder bounds every length before it slices (nothing is allocated from a declared
+//! length: [`EntryRef`] borrows the input), rejects unknown versions, kinds, flags and
+//! trailing bytes, and never panics. Every replica decodes the same committed bytes, so a
+//! decoding error is a deterministic refusal, not a local fault.
+
+use super::wire::{check_seq, Reader};
+use crate::format::FormatError;
+use crate::store::{MSG_SIZE_BYTES_LIMIT, SUBJECT_BYTES_MAX};
+use bytes::Bytes;
+
+pub const ENTRY_VERSION: u8 = 1;
+/// Longest `Nats-Msg-Id` accepted, in bytes.
+pub const MSG_ID_BYTES_MAX: usize = 256;
+const KIND_PUBLISH: u8 = 1;
+const KIND_DELETE: u8 = 2;
+const KIND_PURGE: u8 = 3;
+const KIND_EXPIRE: u8 = 4;
+const PUBLISH_FIXED_BYTES: usize = 32;
+const FLAG_EXPECTED_LAST_SEQ: u8 = 1;
+const FLAG_PURGE_BEFORE: u8 = 1;
+/// Largest encoded entry: a publish with every field at its bound.
+pub const ENTRY_BYTES_MAX: usize =
+    PUBLISH_FIXED_BYTES + MSG_ID_BYTES_MAX + SUBJECT_BYTES_MAX + MSG_SIZE_BYTES_LIMIT as usize;
+
+/// What a purge removes. Applied at the same log position on every replica, so "all" means
+/// the same sequences everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Every message; the last sequence stays (the next publish gets `last_seq + 1`).
+    All,
+    /// Every message with a sequence below `seq`. A `seq` beyond `last_seq + 1` purges all
+    /// and does not move the last sequence.
+    Before { seq: u64 },
+}
+
+/// A publish as the leader proposes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    /// Chosen once by the leader; stored as the message's timestamp on every replica, and the
+    /// clock that de-duplication windows are measured on.
+    pub timestamp_ns: i64,
+    /// `Nats-Msg-Id`; empty for none. At most `MSG_ID_BYTES_MAX` bytes.
+    pub msg_id: Bytes,
+    pub subject: Bytes,
+    pub headers: Bytes,
+    pub payload: Bytes,
+    /// Refuse unless the stream's last sequence is exactly this (optimistic concurrency).
+    pub expected_last_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEntry {
+    Publish(Publish),
+    Delete {
+        seq: u64,
+    },
+    Purge(Purge),
+    /// Proposed by the leader periodically with its wall clock, so age limits and dedupe
+    /// windows advance at the same log position on every replica.
+    Expire {
+        now_wall_ns: i64,
+    },
+}
+
+/// A publish borrowing the entry's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishRef<'a> {
+    pub timestamp_ns: i64,
+    pub msg_id: &'a [u8],
+    pub subject: &'a [u8],
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+    pub expected_last_seq: Option<u64>,
+}
+
+/// An entry borrowing its bytes: what `apply` decodes, without copying the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryRef<'a> {
+    Publish(PublishRef<'a>),
+    Delete { seq: u64 },
+    Purge(Purge),
+    Expire { now_wall_ns: i64 },
+}
+
+impl StreamEntry {
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        match self {
+            StreamEntry::Publish(p) => EntryRef::Publish(PublishRef {
+                timestamp_ns: p.timestamp_ns,
+                msg_id: &p.msg_id,
+                subject: &p.subject,
+                headers: &p.headers,
+                payload: &p.payload,
+                expected_last_seq: p.expected_last_seq,
+            }),
+            StreamEntry::Delete { seq } => EntryRef::Delete { seq: *seq },
+            StreamEntry::Purge(purge) => EntryRef::Purge(*purge),
+            StreamEntry::Expire { now_wall_ns } => EntryRef::Expire { now_wall_ns: *now_wall_ns },
+        }
+    }
+
+    /// Encodes the entry, or refuses one that breaks a bound (the leader validates a client's
+    /// publish here, before proposing it).
+    pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
+        let mut out = Vec::new();
+        self.as_ref().encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes one whole entry, copying its fields.
+    pub fn decode(bytes: &[u8]) -> Result<StreamEntry, FormatError> {
+        EntryRef::decode(bytes).map(|e| e.to_owned())
+    }
+}
+
+impl<'a> EntryRef<'a> {
+    pub fn to_owned(&self) -> StreamEntry {
+        match *self {
+            EntryRef::Publish(p) => StreamEntry::Publish(Publish {
+                timestamp_ns: p.timestamp_ns,
+                msg_id: Bytes::copy_from_slice(p.msg_id),
+                subject: Bytes::copy_from_slice(p.subject),
+                headers: Bytes::copy_from_slice(p.headers),
+                payload: Bytes::copy_from_slice(p.payload),
+                expected_last_seq: p.expected_last_seq,
+            }),
+            EntryRef::Delete { seq } => StreamEntry::Delete { seq },
+            EntryRef::Purge(purge) => StreamEntry::Purge(purge),
+            EntryRef::Expire { now_wall_ns } => StreamEntry::Expire { now_wall_ns },
+        }
+    }
+
+    /// Appends the encoding to `out`. On error nothing is appended.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
+        match *self {
+            EntryRef::Publish(p) => {
+                check_publish_lengths(
+                    p.msg_id.len() as u64,
+                    p.subject.len() as u64,
+                    p.headers.len() as u64,
+                    p.payload.len() as u64,
+                )?;
+                if let Some(seq) = p.expected_last_seq {
+                    // 0 is allowed: "the stream must be empty".
+                    if seq > crate::format::block::SEQ_MAX {
+                        return Err(FormatError::BadField { field: "entry expected_last_seq", value: seq });
+                    }
+                }
+                let flags = if p.expected_last_seq.is_some() { FLAG_EXPECTED_LAST_SEQ } else { 0 };
+                out.reserve(PUBLISH_FIXED_BYTES + p.msg_id.len() + p.subject.len() + p.headers.len() + p.payload.len());
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_PUBLISH, flags, 0]);
+                out.extend_from_slice(&p.timestamp_ns.to_le_bytes());
+                out.extend_from_slice(&p.expected_last_seq.unwrap_or(0).to_le_bytes());
+                // Lengths checked above: each fits its field.
+                out.extend_from_slice(&(p.msg_id.len() as u16).to_le_bytes());
+                out.extend_from_slice(&(p.subject.len() as u16).to_le_bytes());
+                out.extend_from_slice(&(p.headers.len() as u32).to_le_bytes());
+                out.extend_from_slice(&(p.payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(p.msg_id);
+                out.extend_from_slice(p.subject);
+                out.extend_from_slice(p.headers);
+                out.extend_from_slice(p.payload);
+            }
+            EntryRef::Delete { seq } => {
+                check_seq("entry delete seq", seq)?;
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_DELETE, 0, 0]);
+                out.extend_from_slice(&seq.to_le_bytes());
+            }
+            EntryRef::Purge(purge) => {
+                let (flags, seq) = match purge {
+                    Purge::All => (0, 0),
+                    Purge::Before { seq } => (FLAG_PURGE_BEFORE, check_seq("entry purge seq", seq)?),
+                };
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_PURGE, flags, 0]);
+                out.extend_from_slice(&seq.to_le_bytes());
+            }
+            EntryRef::Expire { now_wall_ns } => {
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_EXPIRE, 0, 0]);
+                out.extend_from_slice(&now_wall_ns.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one whole entry, borrowing from `bytes`.
+    pub fn decode(bytes: &'a [u8]) -> Result<EntryRef<'a>, FormatError> {
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(FormatError::LengthTooLarge {
+                declared_bytes: bytes.len() as u64,
+                max_bytes: ENTRY_BYTES_MAX as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != ENTRY_VERSION {
+            return Err(FormatError::UnsupportedVersion { version: u16::from(version) });
+        }
+        let kind = r.u8()?;
+        let flags = r.u8()?;
+        r.reserved(1, "entry reserved")?;
+        let allowed_flags = match kind {
+            KIND_PUBLISH => FLAG_EXPECTED_LAST_SEQ,
+            KIND_PURGE => FLAG_PURGE_BEFORE,
+            KIND_DELETE | KIND_EXPIRE => 0,
+            _ => return Err(FormatError::BadField { field: "entry kind", value: u64::from(kind) }),
+        };
+        if flags & !allowed_flags != 0 {
+            return Err(FormatError::BadField { field: "entry flags", value: u64::from(flags) });
+        }
+        let entry = match kind {
+            KIND_PUBLISH => {
+                let timestamp_ns = r.i64()?;
+                let expected = r.u64()?;
+                let expected_last_seq = if flags & FLAG_EXPECTED_LAST_SEQ != 0 {
+                    if expected > crate::format::block::SEQ_MAX {
+                        return Err(FormatError::BadField { field: "entry expected_last_seq", value: expected });
+                    }
+                    Some(expected)
+                } else if expected != 0 {
+                    return Err(FormatError::BadField { field: "entry expected_last_seq", value: expected });
+                } else {
+                    None
+                };
+                let msg_id_len = r.u16()?;
+                let subject_len = r.u16()?;
+                let headers_len = r.u32()?;
+                let payload_len = r.u32()?;
+                check_publish_lengths(
+                    u64::from(msg_id_len),
+                    u64::from(subject_len),
+                    u64::from(headers_len),
+                    u64::from(payload_len),
+                )?;
+                EntryRef::Publish(PublishRef {
+                    timestamp_ns,
+                    expected_last_seq,
+                    msg_id: r.take(usize::from(msg_id_len))?,
+                    subject: r.take(usize::from(subject_len))?,
+                    headers: r.take(headers_len as usize)?,
+                    payload: r.take(payload_len as usize)?,
+                })
+            }
+            KIND_DELETE => EntryRef::Delete { seq: check_seq("entry delete seq", r.u64()?)? },
+            KIND_PURGE => {
+                let seq = r.u64()?;
+                if flags & FLAG_PURGE_BEFORE != 0 {
+                    EntryRef::Purge(Purge::Before { seq: check_seq("entry purge seq", seq)? })
+                } else if seq != 0 {
+                    return Err(FormatError::BadField { field: "entry purge seq", value: seq });
+                } else {
+                    EntryRef::Purge(Purge::All)
+                }
+            }
+            KIND_EXPIRE => EntryRef::Expire { now_wall_ns: r.i64()? },
+            _ => unreachable!("kinds checked above"),
+        };
+        r.finish()?;
+        Ok(entry)
+    }
+}
+
+fn check_publish_lengths(msg_id: u64, subject: u64, headers: u64, payload: u64) -> Result<(), FormatError> {
+    if msg_id > MSG_ID_BYTES_MAX as u64 {
+        return Err(FormatError::LengthTooLarge { declared_bytes: msg_id, max_bytes: MSG_ID_BYTES_MAX as u64 });
+    }
+    check_message_lengths(subject, headers, payload)
+}
+
+/// The store's bounds on a message, checked before anything is allocated (also used by
+/// catch-up chunks, which carry stored messages).
+pub(super) fn check_message_lengths(subject: u64, headers: u64, payload: u64) -> Result<(), FormatError> {
+    if subject == 0 {
+        return Err(FormatError::LengthTooSmall { declared_bytes: 0, min_bytes: 1 });
+    }
+    if subject > SUBJECT_BYTES_MAX as u64 {
+        return Err(FormatError::LengthTooLarge { declared_bytes: subject, max_bytes: SUBJECT_BYTES_MAX as u64 });
+    }
+    if headers + payload > u64::from(MSG_SIZE_BYTES_LIMIT) {
+        return Err(FormatError::LengthTooLarge {
+            declared_bytes: headers + payload,
+            max_bytes: u64::from(MSG_SIZE_BYTES_LIMIT),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::hex;
+    use proptest::prelude::*;
+
+    fn publish() -> StreamEntry {
+        StreamEntry::Publish(Publish {
+            timestamp_ns: 1_700_000_000_000_000_000,
+            msg_id: Bytes::from_static(b"id-1"),
+            subject: Bytes::from_static(b"orders.eu"),
+            headers: Bytes::from_static(b"h"),
+            payload: Bytes::from_static(b"hello"),
+            expected_last_seq: Some(41),
+        })
+    }
+
+    /// Golden bytes, also shown in docs/streams.md.
+    #[rustfmt::skip] // golden bytes laid out by field
+    #[test]
+    fn golden_entries() {
+        let cases = [
+            (
+                publish(),
+                concat!(
+                    "01010100", "00002a36fe9c9717", "2900000000000000",
+                    "0400", "0900", "01000000", "05000000",
+                    "69642d31", "6f72646572732e6575", "68", "68656c6c6f"
+                ),
+            ),
+            (StreamEntry::Delete { seq: 7 }, "010200000700000000000000"),
+            (StreamEntry::Purge(Purge::All), "010300000000000000000000"),
+            (StreamEntry::Purge(Purge::Before { seq: 9 }), "010301000900000000000000"),
+            (StreamEntry::Expire { now_wall_ns: -2 }, "01040000feffffffffffffff"),
+        ];
+        for (entry, golden) in cases {
+            let bytes = entry.encode().unwrap();
+            assert_eq!(hex(&bytes), golden, "{entry:?}");
+            assert_eq!(StreamEntry::decode(&bytes), Ok(entry));
+        }
+    }
+
+    #[test]
+    fn publish_without_id_or_expectation() {
+        let entry = StreamEntry::Publish(Publish {
+            timestamp_ns: 0,
+            msg_id: Bytes::new(),
+            subject: Bytes::from_static(b"a"),
+            headers: Bytes::new(),
+            payload: Bytes::new(),
+            expected_last_seq: None,
+        });
+        let bytes = entry.encode().unwrap();
+        assert_eq!(bytes.len(), PUBLISH_FIXED_BYTES + 1);
+        assert_eq!(StreamEntry::decode(&bytes), Ok(entry));
+    }
+
+    #[test]
+    fn bounds_are_enforced_on_encode_and_decode() {
+        let mut long_id = publish();
+        if let StreamEntry::Publish(p) = &mut long_id {
+            p.msg_id = Bytes::from(vec![b'x'; MSG_ID_BYTES_MAX + 1]);
+        }
+        assert!(matches!(long_id.encode(), Err(FormatError::LengthTooLarge { .. })));
+
+        let mut empty_subject = publish();
+        if let StreamEntry::Publish(p) = &mut empty_subject {
+            p.subject = Bytes::new();
+        }
+        assert!(matches!(empty_subject.encode(), Err(FormatError::LengthTooSmall { .. })));
+        assert!(StreamEntry::Delete { seq: 0 }.encode().is_err());
+
+        let good = publish().encode().unwrap();
+        // A declared payload length far beyond the bytes present.
+        let mut hostile = good.clone();
+        hostile[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(StreamEntry::decode(&hostile), Err(FormatError::LengthTooLarge { .. })));
+        hostile[28..32].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(StreamEntry::decode(&hostile), Err(FormatError::Truncated { .. })));
+        // Trailing bytes.
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(StreamEntry::decode(&trailing), Err(FormatError::LengthMismatch { .. })));
+        // Unknown version, kind, flags.
+        let mut bad = good.clone();
+        bad[0] = 2;
+        assert_eq!(StreamEntry::decode(&bad), Err(FormatError::UnsupportedVersion { version: 2 }));
+        let mut bad = good.clone();
+        bad[1] = 9;
+        assert_eq!(StreamEntry::decode(&bad), Err(FormatError::BadField { field: "entry kind", value: 9 }));
+        let mut bad = good;
+        bad[2] = 3;
+        assert_eq!(StreamEntry::decode(&bad), Err(FormatError::BadField { field: "entry flags", value: 3 }));
+        assert!(StreamEntry::decode(&[]).is_err());
+    }
+
+    fn any_entry() -> impl Strategy<Value = StreamEntry> {
+        let bytes = |max: usize| proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from);
+        let publish = (
+            any::<i64>(),
+            bytes(MSG_ID_BYTES_MAX + 1),
+            proptest::collection::vec(any::<u8>(), 1..64).prop_map(Bytes::from),
+            bytes(64),
+            bytes(256),
+            proptest::option::of(0..=crate::format::block::SEQ_MAX),
+        )
+            .prop_map(|(timestamp_ns, msg_id, subject, headers, payload, expected_last_seq)| {
+                StreamEntry::Publish(Publish { timestamp_ns, msg_id, subject, headers, payload, expected_last_seq })
+            });
+        let seq = 1..=crate::format::block::SEQ_MAX;
+        prop_oneof![
+            publish,
+            seq.clone().prop_map(|seq| StreamEntry::Delete { seq }),
+            Just(StreamEntry::Purge(Purge::All)),
+            seq.prop_map(|seq| StreamEntry::Purge(Purge::Before { seq })),
+            any::<i64>().prop_map(|now_wall_ns| StreamEntry::Expire { now_wall_ns }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = StreamEntry::decode(&bytes);
+        }
+
+        #[test]
+        fn round_trip(entry in any_entry()) {
+            let bytes = entry.encode().unwrap();
+            prop_assert_eq!(StreamEntry::decode(&bytes), Ok(entry));
+        }
+
+        #[test]
+        fn mutated_entries_never_panic(entry in any_entry(), at in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = entry.encode().unwrap();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let _ = StreamEntry::decode(&bytes);
+            let _ = StreamEntry::decode(&bytes[..at]);
+        }
+    }
+}
