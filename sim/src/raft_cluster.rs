@@ -208,8 +208,9 @@ impl RaftCluster {
     /// Opens node `i`'s storage and builds its Raft from what it recovered.
     fn start(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        let (storage, rec) = RaftStorage::open(node.disk.clone(), Path::new(GROUP_DIR), LogConfig { segment_bytes: 4096 })
-            .map_err(|e| format!("node {} recovery failed: {e}", node.id))?;
+        let (storage, rec) =
+            RaftStorage::open(node.disk.clone(), Path::new(GROUP_DIR), LogConfig { segment_bytes: 4096 })
+                .map_err(|e| format!("node {} recovery failed: {e}", node.id))?;
         let recovered = RecoveredLog {
             hard_state: rec.hard_state,
             snapshot: rec.snapshot,
@@ -217,8 +218,15 @@ impl RaftCluster {
             commit_floor: rec.commit_floor,
         };
         let seed = self.rng.gen();
-        let raft = Raft::new(raft_config(node.id), GROUP, Membership::new(1..=self.params.nodes as u64), recovered, seed, self.now)
-            .map_err(|e| format!("node {}: {e}", node.id))?;
+        let raft = Raft::new(
+            raft_config(node.id),
+            GROUP,
+            Membership::new(1..=self.params.nodes as u64),
+            recovered,
+            seed,
+            self.now,
+        )
+        .map_err(|e| format!("node {}: {e}", node.id))?;
         node.live = Some(Live { raft, storage, ios: Vec::new(), background: None, app_index: 0, app_hash: 0 });
         Ok(())
     }
@@ -504,7 +512,10 @@ impl RaftCluster {
                                 return Err(Violation {
                                     seed: self.params.seed,
                                     step,
-                                    what: format!("n{id} applied entry {} term {} unlike the committed term {t}", e.index, e.term),
+                                    what: format!(
+                                        "n{id} applied entry {} term {} unlike the committed term {t}",
+                                        e.index, e.term
+                                    ),
                                 });
                             }
                             Some(_) => {}
@@ -549,7 +560,10 @@ impl RaftCluster {
                     Some(&(t, dh)) if (t, dh) != (e.term, h) => {
                         return Err(self.violation(
                             step,
-                            format!("n{}: committed entry {} is term {} but was committed as term {t}", n.id, e.index, e.term),
+                            format!(
+                                "n{}: committed entry {} is term {} but was committed as term {t}",
+                                n.id, e.index, e.term
+                            ),
                         ));
                     }
                     Some(_) => {}
@@ -577,7 +591,10 @@ impl RaftCluster {
                             if r.log().term(index) != Some(t) {
                                 return Err(self.violation(
                                     step,
-                                    format!("new leader n{} of term {term} lacks committed entry {index} (term {t})", n.id),
+                                    format!(
+                                        "new leader n{} of term {term} lacks committed entry {index} (term {t})",
+                                        n.id
+                                    ),
                                 ));
                             }
                         }

@@ -21,7 +21,12 @@ fn a_node_that_lost_committed_entries_refuses_to_vote_until_repaired() {
     // 40 entries written in batches of 4, each batch carrying the commit index known then.
     for batch in 0..10u64 {
         let entries: Vec<Entry> = (1..=4)
-            .map(|i| Entry { index: batch * 4 + i, term: 2, kind: EntryKind::Normal, data: Bytes::from(vec![7u8; 100]) })
+            .map(|i| Entry {
+                index: batch * 4 + i,
+                term: 2,
+                kind: EntryKind::Normal,
+                data: Bytes::from(vec![7u8; 100]),
+            })
             .collect();
         storage.append(&entries, (batch * 4).saturating_sub(2)).unwrap();
         storage.sync().unwrap();

@@ -46,7 +46,9 @@ impl RaftConfig {
 
     /// Largest entry data a proposal may carry: it must fit one AppendEntries alone.
     pub fn entry_data_bytes_max(&self) -> usize {
-        (self.batch_bytes_max - append_bytes([])).saturating_sub(super::message::ENTRY_OVERHEAD_BYTES).min(ENTRY_DATA_BYTES_MAX)
+        (self.batch_bytes_max - append_bytes([]))
+            .saturating_sub(super::message::ENTRY_OVERHEAD_BYTES)
+            .min(ENTRY_DATA_BYTES_MAX)
     }
 
     pub fn validate(&self) -> Result<(), String> {

@@ -26,8 +26,7 @@ impl RaftLog {
     /// A log recovered from storage: `entries` start right after `snapshot` (or at 1).
     pub fn new(snapshot: Snapshot, entries: Vec<Entry>, initial: Membership) -> RaftLog {
         let first_index = snapshot.meta.last_index + 1;
-        let base_membership =
-            if snapshot.meta.last_index == 0 { initial } else { snapshot.meta.membership.clone() };
+        let base_membership = if snapshot.meta.last_index == 0 { initial } else { snapshot.meta.membership.clone() };
         let mut log = RaftLog {
             snapshot,
             first_index,

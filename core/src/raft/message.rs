@@ -38,15 +38,35 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     /// Entries `prev_index+1 ..` (possibly none: a heartbeat).
-    Append { prev_index: Index, prev_term: Term, commit: Index, entries: Vec<Entry> },
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        commit: Index,
+        entries: Vec<Entry>,
+    },
     /// `success`: the follower's log matches the leader's through `index`, durably.
     /// Otherwise `index` is a hint: the follower's log cannot match beyond it.
-    AppendResponse { success: bool, index: Index },
-    Vote { pre_vote: bool, transfer: bool, last_index: Index, last_term: Term },
-    VoteResponse { pre_vote: bool, granted: bool },
-    InstallSnapshot { snapshot: Snapshot },
+    AppendResponse {
+        success: bool,
+        index: Index,
+    },
+    Vote {
+        pre_vote: bool,
+        transfer: bool,
+        last_index: Index,
+        last_term: Term,
+    },
+    VoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
+    InstallSnapshot {
+        snapshot: Snapshot,
+    },
     /// The follower holds (durably) a snapshot through `last_index` (or already had more).
-    SnapshotResponse { last_index: Index },
+    SnapshotResponse {
+        last_index: Index,
+    },
     /// Leader transfer: the receiver should start an election now, skipping pre-vote.
     TimeoutNow,
 }
@@ -133,7 +153,8 @@ pub fn append_bytes<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> usize {
 impl Message {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.encoded_len_hint());
-        let header = Header { kind: self.body.kind(), group: self.group, from: self.from, to: self.to, term: self.term };
+        let header =
+            Header { kind: self.body.kind(), group: self.group, from: self.from, to: self.to, term: self.term };
         encode_header(&mut out, &header);
         match &self.body {
             Body::Append { prev_index, prev_term, commit, entries } => {
@@ -231,7 +252,12 @@ impl Message {
                 if flags > 3 {
                     return Err(WireError::BadField { field: "vote flags", value: u64::from(flags) });
                 }
-                Body::Vote { pre_vote: flags & 1 != 0, transfer: flags & 2 != 0, last_index: r.u64()?, last_term: r.u64()? }
+                Body::Vote {
+                    pre_vote: flags & 1 != 0,
+                    transfer: flags & 2 != 0,
+                    last_index: r.u64()?,
+                    last_term: r.u64()?,
+                }
             }
             4 => {
                 let flags = r.u8()?;
@@ -383,14 +409,22 @@ mod tests {
                 "0200000000000000", // prev_term 2
                 "0900000000000000", // commit 9
                 "0200",             // 2 entries
-                "09000000", "02", "0300000000000000", // len 9, noop, term 3
-                "0b000000", "01", "0300000000000000", "6869", // len 11, normal, term 3, "hi"
+                "09000000",
+                "02",
+                "0300000000000000", // len 9, noop, term 3
+                "0b000000",
+                "01",
+                "0300000000000000",
+                "6869", // len 11, normal, term 3, "hi"
             )
         );
-        assert_eq!(bytes.len(), append_bytes(match &append().body {
-            Body::Append { entries, .. } => entries,
-            _ => unreachable!(),
-        }));
+        assert_eq!(
+            bytes.len(),
+            append_bytes(match &append().body {
+                Body::Append { entries, .. } => entries,
+                _ => unreachable!(),
+            })
+        );
         assert_eq!(Message::decode(&bytes).unwrap(), append());
     }
 
@@ -403,10 +437,7 @@ mod tests {
             term: 5,
             body: Body::Vote { pre_vote: true, transfer: false, last_index: 8, last_term: 4 },
         };
-        assert_eq!(
-            hex(&vote.encode()[HEADER_BYTES..]),
-            "01" .to_owned() + "0800000000000000" + "0400000000000000"
-        );
+        assert_eq!(hex(&vote.encode()[HEADER_BYTES..]), "01".to_owned() + "0800000000000000" + "0400000000000000");
         let snap = Message {
             group: 9,
             from: 1,
@@ -421,7 +452,15 @@ mod tests {
         };
         assert_eq!(
             hex(&snap.encode()[HEADER_BYTES..]),
-            concat!("1400000000000000", "0200000000000000", "02", "0100000000000000", "0200000000000000", "02000000", "7374")
+            concat!(
+                "1400000000000000",
+                "0200000000000000",
+                "02",
+                "0100000000000000",
+                "0200000000000000",
+                "02000000",
+                "7374"
+            )
         );
         for m in [vote, snap] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);

@@ -88,14 +88,22 @@ pub struct RecoveredLog {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// Too much is uncommitted; retry later (backpressure).
     Busy,
-    TooLarge { size_bytes: usize, max_bytes: usize },
+    TooLarge {
+        size_bytes: usize,
+        max_bytes: usize,
+    },
     /// A membership change is uncommitted, or this leader's first entry is not yet committed.
     MembershipChangePending,
     TransferInProgress,
-    InvalidPeer { peer: NodeId, reason: &'static str },
+    InvalidPeer {
+        peer: NodeId,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for ProposeError {
@@ -104,7 +112,9 @@ impl fmt::Display for ProposeError {
             ProposeError::NotLeader { leader: Some(l) } => write!(f, "not the leader (node {l} is)"),
             ProposeError::NotLeader { leader: None } => write!(f, "not the leader (no leader known)"),
             ProposeError::Busy => write!(f, "too many uncommitted entries; retry"),
-            ProposeError::TooLarge { size_bytes, max_bytes } => write!(f, "entry of {size_bytes} bytes exceeds {max_bytes}"),
+            ProposeError::TooLarge { size_bytes, max_bytes } => {
+                write!(f, "entry of {size_bytes} bytes exceeds {max_bytes}")
+            }
             ProposeError::MembershipChangePending => write!(f, "a membership change is in progress"),
             ProposeError::TransferInProgress => write!(f, "leadership is being transferred"),
             ProposeError::InvalidPeer { peer, reason } => write!(f, "peer {peer}: {reason}"),
@@ -115,12 +125,21 @@ impl fmt::Display for ProposeError {
 /// Why a peer message was dropped. Never fatal: the sender may be buggy, stale or hostile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MessageError {
-    WrongGroup { group: GroupId },
-    WrongDestination { to: NodeId },
-    BadSender { from: NodeId },
+    WrongGroup {
+        group: GroupId,
+    },
+    WrongDestination {
+        to: NodeId,
+    },
+    BadSender {
+        from: NodeId,
+    },
     /// The message contradicts what Raft guarantees (a committed entry replaced, terms going
     /// down, a malformed membership entry). Logged as a peer bug.
-    ProtocolViolation { from: NodeId, what: String },
+    ProtocolViolation {
+        from: NodeId,
+        what: String,
+    },
 }
 
 impl fmt::Display for MessageError {
@@ -394,7 +413,12 @@ impl Raft {
 
     /// Adds or removes one voter. Only one change may be uncommitted, and not before this
     /// leader's first entry has committed (the single-server change rule, Raft thesis §4.1).
-    pub fn propose_membership(&mut self, now: MonoTime, add: bool, peer: NodeId) -> Result<(Index, Term), ProposeError> {
+    pub fn propose_membership(
+        &mut self,
+        now: MonoTime,
+        add: bool,
+        peer: NodeId,
+    ) -> Result<(Index, Term), ProposeError> {
         self.check_can_propose(8)?;
         if !self.is_leader_ready() || self.log.last_membership_index().is_some_and(|i| i > self.commit) {
             return Err(ProposeError::MembershipChangePending);
@@ -546,7 +570,11 @@ impl Raft {
             return Err(CheckpointError::Superseded);
         }
         self.log.set_snapshot(Snapshot {
-            meta: super::types::SnapshotMeta { last_index: cp.index, last_term: cp.term, membership: cp.membership.clone() },
+            meta: super::types::SnapshotMeta {
+                last_index: cp.index,
+                last_term: cp.term,
+                membership: cp.membership.clone(),
+            },
             data,
         });
         if !cp.forced && self.catchups_running(now, cp.index) {
@@ -641,7 +669,13 @@ impl Raft {
             last_term: self.log.last_term(),
         };
         for peer in self.other_voters() {
-            self.push_send(Message { group: self.group, from: self.cfg.id, to: peer, term: self.hs.term + 1, body: body.clone() });
+            self.push_send(Message {
+                group: self.group,
+                from: self.cfg.id,
+                to: peer,
+                term: self.hs.term + 1,
+                body: body.clone(),
+            });
         }
         self.check_election_result(now, true);
     }
@@ -655,8 +689,12 @@ impl Raft {
         self.reset_election_timer(now);
         self.votes.clear();
         self.votes.insert(self.cfg.id, true);
-        let body =
-            Body::Vote { pre_vote: false, transfer, last_index: self.log.last_index(), last_term: self.log.last_term() };
+        let body = Body::Vote {
+            pre_vote: false,
+            transfer,
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+        };
         for peer in self.other_voters() {
             // Held until the new term and self-vote are durable.
             self.send_after_io(peer, body.clone());
@@ -664,7 +702,15 @@ impl Raft {
         self.check_election_result(now, false);
     }
 
-    fn handle_vote(&mut self, now: MonoTime, from: NodeId, term: Term, pre_vote: bool, last_index: Index, last_term: Term) {
+    fn handle_vote(
+        &mut self,
+        now: MonoTime,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_index: Index,
+        last_term: Term,
+    ) {
         let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
         if pre_vote {
             let granted = term > self.hs.term && up_to_date && !self.lease_active(now) && !self.is_damaged();
@@ -771,7 +817,9 @@ impl Raft {
             return Err(ProposeError::TooLarge { size_bytes: size, max_bytes: max });
         }
         let uncommitted = self.log.last_index() - self.commit;
-        if uncommitted >= self.cfg.uncommitted_entries_max || self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max {
+        if uncommitted >= self.cfg.uncommitted_entries_max
+            || self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max
+        {
             return Err(ProposeError::Busy);
         }
         Ok(())
@@ -939,11 +987,17 @@ impl Raft {
         let mut prev_term_seen = prev_term;
         for e in &entries {
             if e.term > term || e.term < prev_term_seen {
-                return Err(MessageError::ProtocolViolation { from, what: format!("entry {} has term {}", e.index, e.term) });
+                return Err(MessageError::ProtocolViolation {
+                    from,
+                    what: format!("entry {} has term {}", e.index, e.term),
+                });
             }
             prev_term_seen = e.term;
             if matches!(e.kind, EntryKind::AddPeer | EntryKind::RemovePeer) && e.peer().is_none_or(|p| p == 0) {
-                return Err(MessageError::ProtocolViolation { from, what: format!("malformed membership entry {}", e.index) });
+                return Err(MessageError::ProtocolViolation {
+                    from,
+                    what: format!("malformed membership entry {}", e.index),
+                });
             }
         }
         // Entries at or below our snapshot are committed, hence identical: skip them.
@@ -965,7 +1019,10 @@ impl Raft {
             while hint > self.commit && hint >= self.log.first_index() && self.log.term(hint) == conflict_term {
                 hint -= 1;
             }
-            self.send_after_io(from, Body::AppendResponse { success: false, index: hint.max(self.commit.min(prev_index - 1)) });
+            self.send_after_io(
+                from,
+                Body::AppendResponse { success: false, index: hint.max(self.commit.min(prev_index - 1)) },
+            );
             return Ok(());
         }
         let match_index = prev_index + entries.len() as u64;
@@ -1053,7 +1110,10 @@ impl Raft {
 
     fn handle_snapshot(&mut self, now: MonoTime, from: NodeId, snapshot: Snapshot) -> Result<(), MessageError> {
         if self.role == Role::Leader {
-            return Err(MessageError::ProtocolViolation { from, what: "snapshot sent to the leader of the term".into() });
+            return Err(MessageError::ProtocolViolation {
+                from,
+                what: "snapshot sent to the leader of the term".into(),
+            });
         }
         if self.role != Role::Follower || self.leader != Some(from) {
             self.become_follower(now, self.hs.term, Some(from));
@@ -1104,7 +1164,13 @@ impl Raft {
     fn maybe_send_timeout_now(&mut self, now: MonoTime, target: NodeId) {
         let _ = now;
         if self.progress.get(&target).is_some_and(|p| p.match_index == self.log.last_index()) {
-            self.push_send(Message { group: self.group, from: self.cfg.id, to: target, term: self.hs.term, body: Body::TimeoutNow });
+            self.push_send(Message {
+                group: self.group,
+                from: self.cfg.id,
+                to: target,
+                term: self.hs.term,
+                body: Body::TimeoutNow,
+            });
         } else {
             self.send_append(now, target, false);
         }
@@ -1194,7 +1260,12 @@ impl Raft {
     pub fn check_invariants(&self) {
         self.log.check_invariants();
         let last = self.log.last_index();
-        assert!(self.log.snapshot_index() <= self.commit, "snapshot {} beyond commit {}", self.log.snapshot_index(), self.commit);
+        assert!(
+            self.log.snapshot_index() <= self.commit,
+            "snapshot {} beyond commit {}",
+            self.log.snapshot_index(),
+            self.commit
+        );
         assert!(self.commit <= last, "commit {} beyond last {last}", self.commit);
         assert!(self.applied <= self.commit, "applied {} beyond commit {}", self.applied, self.commit);
         assert!(self.persisted <= last, "persisted {} beyond last {last}", self.persisted);
@@ -1209,4 +1280,3 @@ impl Raft {
         assert!(self.pending_ios.iter().all(|io| io.last_index <= last));
     }
 }
-

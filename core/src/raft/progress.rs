@@ -21,7 +21,13 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(last_index: Index) -> Progress {
-        Progress { match_index: 0, next_index: last_index + 1, inflight: VecDeque::new(), last_heard: None, snapshot_sent: None }
+        Progress {
+            match_index: 0,
+            next_index: last_index + 1,
+            inflight: VecDeque::new(),
+            last_heard: None,
+            snapshot_sent: None,
+        }
     }
 
     /// Answered within `window` of `now`.

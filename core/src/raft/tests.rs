@@ -75,7 +75,10 @@ impl Harness {
         let membership = Membership::new(ids.iter().copied());
         let mut nodes = BTreeMap::new();
         for &id in ids {
-            nodes.insert(id, Raft::new(make(id), 1, membership.clone(), RecoveredLog::default(), id * 7919, now).unwrap());
+            nodes.insert(
+                id,
+                Raft::new(make(id), 1, membership.clone(), RecoveredLog::default(), id * 7919, now).unwrap(),
+            );
         }
         Harness {
             nodes,
@@ -176,8 +179,7 @@ fn three_nodes_elect_replicate_and_apply() {
     h.settle();
     h.advance(Duration::from_millis(300)); // a heartbeat carries the commit index
     for id in [1, 2, 3] {
-        let data: Vec<u8> =
-            h.applied[&id].iter().filter(|e| e.kind == EntryKind::Normal).map(|e| e.data[0]).collect();
+        let data: Vec<u8> = h.applied[&id].iter().filter(|e| e.kind == EntryKind::Normal).map(|e| e.data[0]).collect();
         assert_eq!(data, (0..10).collect::<Vec<u8>>(), "node {id}");
     }
     let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
@@ -459,10 +461,7 @@ fn a_stale_abort_cannot_cancel_a_newer_checkpoint() {
     let new = h.raft(leader).create_checkpoint(now, true).unwrap();
     h.raft(leader).abort_checkpoint(old.generation);
     assert!(h.nodes[&leader].checkpoint_in_progress());
-    assert_eq!(
-        h.raft(leader).checkpoint_saved(now, old.generation, Bytes::new()),
-        Err(CheckpointError::Superseded)
-    );
+    assert_eq!(h.raft(leader).checkpoint_saved(now, old.generation, Bytes::new()), Err(CheckpointError::Superseded));
     assert!(h.raft(leader).checkpoint_saved(now, new.generation, Bytes::new()).is_ok());
 }
 
