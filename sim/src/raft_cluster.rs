@@ -18,6 +18,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_core::env::{MonoTime, NodeId};
+use sluice_core::format::fnv::Fnv64;
 use sluice_core::raft::message::Message;
 use sluice_core::raft::storage::{LogConfig, RaftStorage};
 use sluice_core::raft::{
@@ -153,17 +154,20 @@ pub struct RaftCluster {
     proposals: u64,
 }
 
-fn fnv(hash: u64, bytes: &[u8]) -> u64 {
-    let mut h = hash;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+fn entry_hash(e: &Entry) -> u64 {
+    let mut h = Fnv64::new();
+    h.write(&[e.kind as u8]);
+    h.write(&e.data);
+    h.finish()
 }
 
-fn entry_hash(e: &Entry) -> u64 {
-    fnv(fnv(0xcbf2_9ce4_8422_2325, &[e.kind as u8]), &e.data)
+/// The application state after applying `e` on top of `state`.
+fn next_state(state: u64, e: &Entry) -> u64 {
+    let mut h = Fnv64::new();
+    h.u64(state);
+    h.u64(entry_hash(e));
+    h.u64(e.index);
+    h.finish()
 }
 
 fn raft_config(id: NodeId) -> RaftConfig {
@@ -523,7 +527,7 @@ impl RaftCluster {
                                 self.checker.committed.insert(e.index, (e.term, h));
                             }
                         }
-                        live.app_hash = fnv(live.app_hash ^ h, &e.index.to_le_bytes());
+                        live.app_hash = next_state(live.app_hash, &e);
                         live.app_index = e.index;
                         match self.checker.state_at.get(&e.index) {
                             Some(s) if *s != live.app_hash => {

@@ -1,34 +1,30 @@
 //! Run traces: one line per event, and a hash over them that identifies a run.
 //!
-//! The hash is FNV-1a 64 over the lines and their separators: simple, stable across
-//! platforms and Rust versions (unlike `DefaultHasher`), and fast enough for millions of
-//! lines. Two runs with the same hash produced the same trace.
+//! The hash is FNV-1a 64 (`sluice_core::format::fnv`) over the lines and their separators:
+//! simple, stable across platforms and Rust versions (unlike `DefaultHasher`), and fast
+//! enough for millions of lines. Two runs with the same hash produced the same trace.
 
+use sluice_core::format::fnv::Fnv64;
 use std::fmt;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// A trace being recorded. Keeps the lines only if asked to (for `--trace FILE` or to report
 /// where two runs diverge); the hash is always kept.
 #[derive(Clone, Debug)]
 pub struct Trace {
-    hash: u64,
+    hash: Fnv64,
     lines: Option<Vec<String>>,
     count: u64,
 }
 
 impl Trace {
     pub fn new(keep_lines: bool) -> Self {
-        Trace { hash: FNV_OFFSET, lines: keep_lines.then(Vec::new), count: 0 }
+        Trace { hash: Fnv64::new(), lines: keep_lines.then(Vec::new), count: 0 }
     }
 
     pub fn record(&mut self, line: impl fmt::Display) {
         let line = line.to_string();
-        for byte in line.bytes().chain(std::iter::once(b'\n')) {
-            self.hash ^= u64::from(byte);
-            self.hash = self.hash.wrapping_mul(FNV_PRIME);
-        }
+        self.hash.write(line.as_bytes());
+        self.hash.write(b"\n");
         self.count += 1;
         if let Some(lines) = &mut self.lines {
             lines.push(line);
@@ -36,12 +32,12 @@ impl Trace {
     }
 
     pub fn hash(&self) -> u64 {
-        self.hash
+        self.hash.finish()
     }
 
     /// The hash as the 16 hex digits the CLI prints.
     pub fn hash_hex(&self) -> String {
-        format!("{:016x}", self.hash)
+        format!("{:016x}", self.hash.finish())
     }
 
     pub fn len(&self) -> u64 {

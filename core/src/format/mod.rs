@@ -5,6 +5,7 @@
 //! [`FormatError`] for anything malformed; none panics on any input.
 
 pub mod block;
+pub mod fnv;
 mod le;
 pub mod raftlog;
 pub mod state;

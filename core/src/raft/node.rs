@@ -400,22 +400,22 @@ impl Raft {
 
     /// Appends one application entry (leader only). Returns its index and term: the entry
     /// is committed if an entry applied at that index has that term.
-    pub fn propose(&mut self, now: MonoTime, data: Bytes) -> Result<(Index, Term), ProposeError> {
+    pub fn propose(&mut self, _now: MonoTime, data: Bytes) -> Result<(Index, Term), ProposeError> {
         self.check_can_propose(data.len())?;
-        Ok(self.append_local(now, EntryKind::Normal, data))
+        Ok(self.append_local(EntryKind::Normal, data))
     }
 
     /// Proposes a state-replacing snapshot entry (travels alone; e.g. restoring a backup).
-    pub fn propose_snapshot_entry(&mut self, now: MonoTime, data: Bytes) -> Result<(Index, Term), ProposeError> {
+    pub fn propose_snapshot_entry(&mut self, _now: MonoTime, data: Bytes) -> Result<(Index, Term), ProposeError> {
         self.check_can_propose(data.len())?;
-        Ok(self.append_local(now, EntryKind::Snapshot, data))
+        Ok(self.append_local(EntryKind::Snapshot, data))
     }
 
     /// Adds or removes one voter. Only one change may be uncommitted, and not before this
     /// leader's first entry has committed (the single-server change rule, Raft thesis §4.1).
     pub fn propose_membership(
         &mut self,
-        now: MonoTime,
+        _now: MonoTime,
         add: bool,
         peer: NodeId,
     ) -> Result<(Index, Term), ProposeError> {
@@ -440,7 +440,7 @@ impl Raft {
             return Err(ProposeError::InvalidPeer { peer, reason: "cannot remove the last voter" });
         }
         let kind = if add { EntryKind::AddPeer } else { EntryKind::RemovePeer };
-        let at = self.append_local(now, kind, Bytes::copy_from_slice(&peer.to_le_bytes()));
+        let at = self.append_local(kind, Bytes::copy_from_slice(&peer.to_le_bytes()));
         self.sync_progress_with_membership();
         Ok(at)
     }
@@ -792,7 +792,7 @@ impl Raft {
         self.progress.clear();
         self.sync_progress_with_membership();
         self.uncommitted_bytes = self.log.range(self.commit + 1, self.log.last_index()).map(|e| e.data.len()).sum();
-        let (index, _) = self.append_local(now, EntryKind::Noop, Bytes::new());
+        let (index, _) = self.append_local(EntryKind::Noop, Bytes::new());
         self.noop_index = index;
         self.heartbeat_deadline = now + self.cfg.heartbeat_interval;
         self.last_heartbeat = now;
@@ -825,8 +825,7 @@ impl Raft {
         Ok(())
     }
 
-    fn append_local(&mut self, now: MonoTime, kind: EntryKind, data: Bytes) -> (Index, Term) {
-        let _ = now;
+    fn append_local(&mut self, kind: EntryKind, data: Bytes) -> (Index, Term) {
         let entry = Entry { index: self.log.last_index() + 1, term: self.hs.term, kind, data };
         let at = (entry.index, entry.term);
         self.uncommitted_bytes += entry.data.len();
@@ -873,7 +872,6 @@ impl Raft {
     /// Sends `peer` what it lacks: a snapshot if its next entry is compacted away, else a
     /// batch of entries (or, with `heartbeat`, an empty append if nothing can be sent).
     fn send_append(&mut self, now: MonoTime, peer: NodeId, heartbeat: bool) {
-        let _ = now;
         let Some(p) = self.progress.get(&peer) else { return };
         if p.snapshot_sent.is_some() {
             if heartbeat {
@@ -889,13 +887,7 @@ impl Raft {
             let snapshot = self.log.snapshot().clone();
             let index = snapshot.meta.last_index;
             self.progress.get_mut(&peer).expect("checked").snapshot_sent = Some((index, now));
-            self.push_send(Message {
-                group: self.group,
-                from: self.cfg.id,
-                to: peer,
-                term: self.hs.term,
-                body: Body::InstallSnapshot { snapshot },
-            });
+            self.send_now(peer, Body::InstallSnapshot { snapshot });
             return;
         };
         let room = p.inflight.len() < self.cfg.inflight_appends_max;
@@ -911,13 +903,7 @@ impl Raft {
         p.inflight.push_back(last);
         p.next_index = last + 1;
         let commit = self.commit;
-        self.push_send(Message {
-            group: self.group,
-            from: self.cfg.id,
-            to: peer,
-            term: self.hs.term,
-            body: Body::Append { prev_index: prev, prev_term, commit, entries },
-        });
+        self.send_now(peer, Body::Append { prev_index: prev, prev_term, commit, entries });
     }
 
     /// Entries from `next` for one AppendEntries: at most `batch_entries_max` entries and
@@ -953,13 +939,7 @@ impl Raft {
         let prev = self.progress[&peer].match_index;
         let Some(prev_term) = self.log.term(prev) else { return };
         let commit = self.commit.min(prev);
-        self.push_send(Message {
-            group: self.group,
-            from: self.cfg.id,
-            to: peer,
-            term: self.hs.term,
-            body: Body::Append { prev_index: prev, prev_term, commit, entries: Vec::new() },
-        });
+        self.send_now(peer, Body::Append { prev_index: prev, prev_term, commit, entries: Vec::new() });
     }
 
     fn handle_append(
@@ -1162,15 +1142,8 @@ impl Raft {
     }
 
     fn maybe_send_timeout_now(&mut self, now: MonoTime, target: NodeId) {
-        let _ = now;
         if self.progress.get(&target).is_some_and(|p| p.match_index == self.log.last_index()) {
-            self.push_send(Message {
-                group: self.group,
-                from: self.cfg.id,
-                to: target,
-                term: self.hs.term,
-                body: Body::TimeoutNow,
-            });
+            self.send_now(target, Body::TimeoutNow);
         } else {
             self.send_append(now, target, false);
         }

@@ -26,7 +26,6 @@ mod config;
 mod dedupe;
 mod entry;
 mod error;
-mod hash;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -47,8 +46,8 @@ pub use snapshot::{StreamSnapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_DELETED_RANGES_M
 use crate::disk::Disk;
 use crate::env::MonoTime;
 use crate::format::block::SEQ_MAX;
+use crate::format::fnv::Fnv64;
 use crate::store::{FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState};
-use hash::Fnv64;
 use std::path::Path;
 
 /// Messages read per batch when the machine scans its store (hash, expiry, open).

@@ -1,7 +1,15 @@
-//! FNV-1a (64-bit): a fixed, seedless hash for comparing replicas' state. Not the std
-//! default hasher, whose keys are random per process.
+//! FNV-1a (64-bit): a fixed, seedless hash, stable across platforms and Rust versions, for
+//! comparing replicas' state and identifying run traces. Not the std default hasher, whose
+//! keys are random per process.
 
-pub(crate) struct Fnv64(u64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Fnv64::new()
+    }
+}
 
 impl Fnv64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
