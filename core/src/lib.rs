@@ -7,12 +7,14 @@
 //! * [`env`]: clock, network, background work and BUGGIFY boundaries;
 //! * [`format`]: on-disk formats as pure encode/decode functions;
 //! * [`store`]: the file store (block files, state file, recovery, limits, sync policies);
+//! * [`node`]: the node driver: meta group, stream replicas, catch-up, checkpoints;
 //! * [`stream`]: the replicated stream's state machine (entries, dedupe, snapshot, catch-up);
 //! * [`os`]: the production binding (the only module that touches the operating system).
 
 pub mod disk;
 pub mod env;
 pub mod format;
+pub mod node;
 pub mod os;
 pub mod raft;
 pub mod store;

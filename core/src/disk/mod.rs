@@ -67,6 +67,9 @@ pub enum EntryKind {
     Dir,
 }
 
+/// Deepest tree `Disk::remove_dir_all` descends.
+pub const REMOVE_TREE_DEPTH_MAX: usize = 16;
+
 /// A directory tree of files with explicit durability. See the module docs for the
 /// contract every method follows.
 pub trait Disk: Clone + Send + Sync + 'static {
@@ -110,6 +113,29 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// Removes an empty directory (`InvalidInput` if not empty). Durable after
     /// `sync_dir(parent)`.
     fn remove_dir(&self, path: &Path) -> Result<(), DiskError>;
+
+    /// Removes `path` and everything under it (no error if it does not exist), children
+    /// first, so a crash part-way leaves a smaller tree, never a dangling entry. Each
+    /// removal is durable after `sync_dir` of its parent; this syncs none of them. Bounded:
+    /// refuses trees deeper than `REMOVE_TREE_DEPTH_MAX`.
+    fn remove_dir_all(&self, path: &Path) -> Result<(), DiskError> {
+        fn remove<D: Disk>(disk: &D, path: &Path, depth: usize) -> Result<(), DiskError> {
+            if depth > REMOVE_TREE_DEPTH_MAX {
+                return Err(DiskError::new(DiskErrorKind::InvalidInput, "remove_dir_all", path, "tree too deep"));
+            }
+            match disk.entry_kind(path)? {
+                None => Ok(()),
+                Some(EntryKind::File) => disk.remove_file(path),
+                Some(EntryKind::Dir) => {
+                    for name in disk.list_dir(path)? {
+                        remove(disk, &path.join(name), depth + 1)?;
+                    }
+                    disk.remove_dir(path)
+                }
+            }
+        }
+        remove(self, path, 0)
+    }
 
     /// Atomically points `to` at the file named `from`, replacing any file at `to`; after a
     /// crash either the old or the new binding of `to` is seen, never neither. Both names

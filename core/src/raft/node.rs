@@ -853,8 +853,11 @@ impl Raft {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             let p = self.progress.get_mut(&peer).expect("listed above");
-            if heartbeat && !p.inflight.is_empty() && p.last_heard.is_none_or(|t| t < self.last_heartbeat) {
-                // Nothing heard for a whole heartbeat interval: assume the appends were lost.
+            let silent = p.last_heard.is_none_or(|t| t < self.last_heartbeat);
+            let stalled = now.saturating_since(p.inflight_since) >= self.cfg.election_timeout_min;
+            if heartbeat && !p.inflight.is_empty() && (silent || stalled) {
+                // Nothing heard for a whole heartbeat interval, or no append acknowledged
+                // for an election timeout: assume the appends were lost.
                 p.inflight.clear();
                 p.next_index = p.match_index + 1;
             }
@@ -900,6 +903,9 @@ impl Raft {
         }
         let last = entries.last().expect("non-empty").index;
         let p = self.progress.get_mut(&peer).expect("checked");
+        if p.inflight.is_empty() {
+            p.inflight_since = now;
+        }
         p.inflight.push_back(last);
         p.next_index = last + 1;
         let commit = self.commit;
@@ -1068,6 +1074,7 @@ impl Raft {
             p.next_index = p.next_index.max(p.match_index + 1);
             while p.inflight.front().is_some_and(|i| *i <= index) {
                 p.inflight.pop_front();
+                p.inflight_since = now;
             }
             self.maybe_commit(now);
         } else {

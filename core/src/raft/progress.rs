@@ -15,6 +15,10 @@ pub struct Progress {
     /// `inflight_appends_max`).
     pub inflight: VecDeque<Index>,
     pub last_heard: Option<MonoTime>,
+    /// When the oldest append in flight was sent, or last acknowledged: appends lost while
+    /// the follower was down stay in flight while its heartbeat answers keep `last_heard`
+    /// fresh, so a stall is judged by this.
+    pub inflight_since: MonoTime,
     /// An InstallSnapshot was sent at this time for this index and not yet answered.
     pub snapshot_sent: Option<(Index, MonoTime)>,
 }
@@ -26,6 +30,7 @@ impl Progress {
             next_index: last_index + 1,
             inflight: VecDeque::new(),
             last_heard: None,
+            inflight_since: MonoTime::ZERO,
             snapshot_sent: None,
         }
     }

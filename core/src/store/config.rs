@@ -5,7 +5,7 @@ use crate::format::block::{RECORD_BYTES_MAX, RECORD_OVERHEAD_BYTES};
 use std::time::Duration;
 
 /// When appended data is made durable. See docs/store.md for what each guarantees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SyncPolicy {
     /// Every append, delete and purge is synced before it returns.
     Always,
@@ -18,7 +18,7 @@ pub enum SyncPolicy {
 }
 
 /// What to do when an append would break `max_msgs` or `max_bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Discard {
     /// Delete the oldest messages until the new one fits.
     Old,
@@ -26,7 +26,7 @@ pub enum Discard {
     New,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub max_msgs: Option<u64>,
     /// Sum of stored record sizes (subject, headers, payload and 36 bytes of framing).
@@ -56,7 +56,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoreConfig {
     /// A block is sealed and a new one started once it reaches this size. A record larger
     /// than this gets a block of its own.

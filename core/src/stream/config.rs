@@ -15,7 +15,7 @@ pub const STREAM_NAME_BYTES_MAX: usize = 255;
 /// Most subject filters one stream may list.
 pub const STREAM_SUBJECTS_MAX: usize = 256;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamConfig {
     /// 1 to `STREAM_NAME_BYTES_MAX` bytes; no whitespace, control characters, `.`, `*`,
     /// `>`, `/` or `\` (it names directories and appears in subjects).
@@ -33,6 +33,17 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// A stream with the default store (sync always, no limits) and a two-minute dedupe
+    /// window (NATS's default).
+    pub fn new(name: impl Into<String>, subjects: impl IntoIterator<Item = impl Into<String>>) -> StreamConfig {
+        StreamConfig {
+            name: name.into(),
+            subjects: subjects.into_iter().map(Into::into).collect(),
+            store: StoreConfig::default(),
+            dedupe_window: Duration::from_secs(120),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), StreamError> {
         let bad = |reason: String| Err(StreamError::InvalidConfig { reason });
         if let Err(reason) = validate_stream_name(&self.name) {

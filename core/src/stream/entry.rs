@@ -18,7 +18,8 @@ const KIND_PUBLISH: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 const KIND_EXPIRE: u8 = 4;
-const PUBLISH_FIXED_BYTES: usize = 32;
+/// Bytes of a publish entry besides its message id, subject, headers and payload.
+pub const PUBLISH_FIXED_BYTES: usize = 32;
 const FLAG_EXPECTED_LAST_SEQ: u8 = 1;
 const FLAG_PURGE_BEFORE: u8 = 1;
 /// Largest encoded entry: a publish with every field at its bound.

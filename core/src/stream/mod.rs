@@ -39,7 +39,10 @@ pub use config::{
     subject_matches, validate_stream_name, validate_subject, StreamConfig, STREAM_NAME_BYTES_MAX, STREAM_SUBJECTS_MAX,
 };
 pub use dedupe::{Dedupe, DedupeEntry, DedupeLoadError, DEDUPE_IDS_MAX};
-pub use entry::{EntryRef, Publish, PublishRef, Purge, StreamEntry, ENTRY_BYTES_MAX, ENTRY_VERSION, MSG_ID_BYTES_MAX};
+pub use entry::{
+    EntryRef, Publish, PublishRef, Purge, StreamEntry, ENTRY_BYTES_MAX, ENTRY_VERSION, MSG_ID_BYTES_MAX,
+    PUBLISH_FIXED_BYTES,
+};
 pub use error::{RejectReason, StreamError};
 pub use snapshot::{StreamSnapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_DELETED_RANGES_MAX, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 

@@ -3,7 +3,6 @@
 //! Corruption is made through the `Disk` trait, so these tests need no `std::fs`.
 
 use super::*;
-use crate::disk::EntryKind as DiskEntryKind;
 use crate::format::raftlog::{record_len, RECORD_HEADER_BYTES};
 use crate::format::FormatError;
 use crate::os::OsDisk;
@@ -92,26 +91,15 @@ impl Fixture {
         file.write_at(bytes, 0).unwrap();
         file.sync_data().unwrap();
     }
-
-    fn remove_tree(&self, path: &Path) {
-        for name in self.disk.list_dir(path).unwrap() {
-            let child = path.join(name);
-            match self.disk.entry_kind(&child).unwrap() {
-                Some(DiskEntryKind::Dir) => self.remove_tree(&child),
-                _ => self.disk.remove_file(&child).unwrap(),
-            }
-        }
-        if !path.as_os_str().is_empty() {
-            self.disk.remove_dir(path).unwrap();
-        }
-    }
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
         // Empties the temporary root (removing the root itself would need std::fs).
         if !std::thread::panicking() {
-            self.remove_tree(Path::new(""));
+            for name in self.disk.list_dir(Path::new("")).unwrap() {
+                self.disk.remove_dir_all(Path::new(&name)).unwrap();
+            }
         }
     }
 }

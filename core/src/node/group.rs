@@ -1,0 +1,146 @@
+//! One Raft group on this node: the state machine and its log storage, and the loop that
+//! executes the state machine's actions. Shared by the meta group and every stream group.
+//!
+//! Persist actions run inline, in the order `PersistIo` prescribes (install snapshot,
+//! truncate, append + sync, hard state), and only then is `handle_persisted` reported, so no
+//! message that promises durability leaves before its write is synced. A storage error
+//! latches the group as failed: nothing more is persisted or acknowledged, and the owner
+//! reopens the group from disk (the Raft log recovers like the store: cut at the first bad
+//! record).
+
+use super::config::NodeConfig;
+use crate::disk::Disk;
+use crate::env::{MonoTime, NodeId};
+use crate::raft::storage::{RaftStorage, RaftStorageError, Recovered};
+use crate::raft::{Action, Checkpoint, GroupId, Index, Membership, Raft, RecoveredLog, Snapshot, SnapshotMeta};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::path::Path;
+
+/// Sends this group produced, for the node to frame and queue.
+pub type Outbox = VecDeque<(NodeId, Bytes)>;
+
+pub struct RaftGroup<D: Disk> {
+    pub raft: Raft,
+    pub storage: RaftStorage<D>,
+    /// The storage error that stopped this group; it must be reopened.
+    pub failed: Option<RaftStorageError>,
+}
+
+/// What opening a group found, for logs and tests.
+#[derive(Clone, Debug)]
+pub struct GroupRecovery {
+    pub recovered_entries: usize,
+    pub snapshot_index: Option<Index>,
+    pub commit_floor: Index,
+    pub cut: Option<String>,
+    pub corrupt_snapshot: Option<String>,
+}
+
+impl<D: Disk> RaftGroup<D> {
+    /// Opens (or creates) the group's log in `dir` and builds its Raft node with the
+    /// node's timing (`cfg.raft`, its id replaced by `cfg.id`) and log settings.
+    pub fn open(
+        disk: D,
+        dir: &Path,
+        cfg: &NodeConfig,
+        group: GroupId,
+        voters: Membership,
+        seed: u64,
+        now: MonoTime,
+    ) -> Result<(RaftGroup<D>, GroupRecovery), String> {
+        let mut raft_cfg = cfg.raft.clone();
+        raft_cfg.id = cfg.id;
+        disk.create_dir_all(dir).map_err(|e| format!("group {group}: create {}: {e}", dir.display()))?;
+        let (storage, rec): (RaftStorage<D>, Recovered) =
+            RaftStorage::open(disk, dir, cfg.log).map_err(|e| format!("group {group}: open log: {e}"))?;
+        let recovery = GroupRecovery {
+            recovered_entries: rec.entries.len(),
+            snapshot_index: rec.snapshot.as_ref().map(|s| s.meta.last_index),
+            commit_floor: rec.commit_floor,
+            cut: rec.cut.as_ref().map(|c| format!("{c:?}")),
+            corrupt_snapshot: rec.corrupt_snapshot.clone(),
+        };
+        let recovered = RecoveredLog {
+            hard_state: rec.hard_state,
+            snapshot: rec.snapshot,
+            entries: rec.entries,
+            commit_floor: rec.commit_floor,
+        };
+        let raft =
+            Raft::new(raft_cfg, group, voters, recovered, seed, now).map_err(|e| format!("group {group}: {e}"))?;
+        Ok((RaftGroup { raft, storage, failed: None }, recovery))
+    }
+
+    /// Executes every pending action: sends go to `outbox`, persists run now.
+    pub fn drive(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        // Each persist can release held messages, which the next poll returns; the Raft
+        // outbox and its io queue are bounded, so this loop ends.
+        while let Some(action) = self.raft.poll_action(now) {
+            match action {
+                Action::Send(m) => outbox.push_back((m.to, m.encode())),
+                Action::Persist(io) => {
+                    if self.failed.is_some() {
+                        continue; // never acknowledge anything after a storage failure
+                    }
+                    let result = (|| {
+                        if let Some(s) = &io.snapshot {
+                            self.storage.install_snapshot(s)?;
+                        }
+                        if let Some(t) = io.truncate_from {
+                            self.storage.truncate_from(t)?;
+                        }
+                        if !io.entries.is_empty() {
+                            self.storage.append(&io.entries, io.commit_claim)?;
+                            self.storage.sync()?;
+                        }
+                        if let Some(hs) = io.hard_state {
+                            self.storage.set_hard_state(hs)?;
+                        }
+                        Ok::<(), RaftStorageError>(())
+                    })();
+                    match result {
+                        Ok(()) => self.raft.handle_persisted(now, io.id),
+                        Err(e) => {
+                            tracing::error!(group = self.raft.group(), error = %e, "raft log write failed; group stops");
+                            self.failed = Some(e);
+                            self.raft.set_campaign_allowed(false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the snapshot of checkpoint `cp` (the application state `data`, already made
+    /// durable by the caller), then lets Raft re-check catch-ups and compacts the log files
+    /// if it agrees. Returns the index compacted through, if any.
+    pub fn finish_checkpoint(&mut self, now: MonoTime, cp: &Checkpoint, data: Bytes) -> Result<Option<Index>, String> {
+        if self.failed.is_some() {
+            self.raft.checkpoint_failed(cp.generation);
+            return Err("group failed".into());
+        }
+        // A leader's snapshot may have replaced the log since the checkpoint was taken.
+        if self.storage.snapshot_meta().is_some_and(|m| m.last_index >= cp.index) {
+            self.raft.abort_checkpoint(cp.generation);
+            return Ok(None);
+        }
+        let snapshot = Snapshot {
+            meta: SnapshotMeta { last_index: cp.index, last_term: cp.term, membership: cp.membership.clone() },
+            data: data.clone(),
+        };
+        if let Err(e) = self.storage.save_snapshot(&snapshot) {
+            self.raft.checkpoint_failed(cp.generation);
+            return Err(format!("save snapshot at {}: {e}", cp.index));
+        }
+        match self.raft.checkpoint_saved(now, cp.generation, data) {
+            Ok(through) => match self.storage.compact_through(through) {
+                Ok(()) => Ok(Some(through)),
+                // The snapshot is durable; the old segments stay until the next compaction.
+                Err(e) => Err(format!("compact through {through}: {e}")),
+            },
+            // Catch-up started or superseded: the snapshot is kept, the log is not compacted.
+            Err(_) => Ok(None),
+        }
+    }
+}

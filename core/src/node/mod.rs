@@ -1,0 +1,742 @@
+//! The node driver (DESIGN §2 layer 3): one sluice node hosting the meta group (stream
+//! definitions and placement) and one Raft group per stream replica it holds. It executes
+//! the protocols' actions against its disk, queues frames for the network and answers
+//! client requests once their entries have committed and applied.
+//!
+//! The node is synchronous and takes `now` (monotonic) and `wall_ns` (timestamps) as
+//! arguments; a runtime (the simulator, or the production binding) feeds it:
+//! * `handle_frame(now, from, frame)`: a frame from a peer (untrusted: decoded defensively,
+//!   dropped with a log line if invalid);
+//! * `tick(now, wall_ns)`: timers (elections, heartbeats, expiry, snapshot policy, request
+//!   deadlines, catch-up retries, reopening failed replicas), at least every heartbeat;
+//! * client requests: `create_stream`, `delete_stream`, `publish`, `delete_message`, `purge`
+//!   return a `RequestId` whose `Reply` arrives later; `stream_info`, `get_message`, `streams`
+//!   answer at once from this node's replica;
+//! * `run_work(now)`: one piece of background work (a checkpoint: sync the store, write the
+//!   snapshot, compact the log). The apply loop never waits for it; the runtime decides when
+//!   it runs (the simulator after a seeded delay, production off the event loop's hot path).
+//!
+//! and drains `poll_send` (frames to peers) and `poll_reply` (answers to requests).
+//!
+//! Invariants:
+//! * a reply to a publish carries the stream sequence only after its entry committed and
+//!   applied at the (index, term) the proposal got; anything else is `Failed`;
+//! * every decision is a function of inputs and the seed: maps are `BTreeMap`, randomness is
+//!   the node's ChaCha8 RNG seeded from the config;
+//! * every accepted request gets exactly one reply (`outstanding` counts them; bounded by
+//!   `requests_max`).
+
+mod config;
+mod frame;
+mod group;
+pub mod meta;
+mod stream_group;
+#[cfg(test)]
+mod tests;
+
+pub use config::{NodeConfig, SnapshotPolicy, CATCHUP_CHUNK_REQUEST_BYTES_MAX};
+pub use frame::{CatchupBody, CatchupFrame, KIND_CATCHUP_CHUNK, KIND_CATCHUP_REQUEST, KIND_CATCHUP_UNAVAILABLE};
+pub use group::GroupRecovery;
+pub use meta::{MetaEntry, MetaOutcome, MetaState, StreamDef};
+pub use stream_group::GroupStats;
+
+use crate::disk::Disk;
+use crate::env::{MonoTime, NodeId};
+use crate::raft::message::{Message, KIND_RAFT_MAX};
+use crate::raft::{Applied, EntryKind, GroupId, Index, Membership, ProposeError, Role, Term};
+use crate::store::StoredMessage;
+use crate::stream::{ApplyOutcome, Publish, Purge, StreamConfig, StreamEntry, StreamInfo};
+use bytes::Bytes;
+use group::{Outbox, RaftGroup};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+use stream_group::{CheckpointWork, PendingRequest, StreamGroup};
+
+/// The meta group's id; stream groups are numbered by the meta index that created them.
+pub const META_GROUP: GroupId = 0;
+const APPLY_BATCH_ENTRIES: usize = 1024;
+/// Background work items waiting at once (one checkpoint per group at most).
+const WORK_QUEUE_MAX: usize = meta::STREAMS_MAX;
+
+/// Identifies a client request on this node until its reply.
+pub type RequestId = u64;
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Stored at `seq` (or, if `duplicate`, its message id was stored earlier as `seq`).
+    Published {
+        seq: u64,
+        duplicate: bool,
+    },
+    MessageDeleted {
+        seq: u64,
+    },
+    Purged {
+        count: u64,
+    },
+    StreamCreated {
+        group: GroupId,
+    },
+    StreamDeleted {
+        group: GroupId,
+    },
+    /// The entry committed and every replica refused it the same way.
+    Rejected {
+        reason: String,
+    },
+    /// The request did not take effect through this node, or its outcome is unknown.
+    Failed(ClientError),
+}
+
+impl Reply {
+    fn from_outcome(outcome: ApplyOutcome) -> Reply {
+        match outcome {
+            ApplyOutcome::Stored { seq } => Reply::Published { seq, duplicate: false },
+            ApplyOutcome::Duplicate { seq } => Reply::Published { seq, duplicate: true },
+            ApplyOutcome::Rejected { reason } => Reply::Rejected { reason: reason.to_string() },
+            ApplyOutcome::Deleted { seq } => Reply::MessageDeleted { seq },
+            ApplyOutcome::Purged { count } => Reply::Purged { count },
+            // Expire entries are proposed by the leader itself, never by a client.
+            ApplyOutcome::Expired { count } => Reply::Purged { count },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// Ask the leader instead (if known).
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// This node holds no replica of the stream; these nodes do.
+    NotHere {
+        peers: Vec<NodeId>,
+    },
+    NoSuchStream {
+        name: String,
+    },
+    InvalidRequest {
+        reason: String,
+    },
+    /// Too many requests or uncommitted entries; retry later.
+    Busy,
+    /// The replica or group cannot serve now (stopped after a disk error, catching up).
+    Unavailable {
+        reason: String,
+    },
+    /// No reply within `request_timeout`. The request may still take effect.
+    Timeout,
+    /// Leadership changed before the entry committed; it did not take effect.
+    LeadershipLost,
+    /// A snapshot replaced the log around the entry: it may or may not have taken effect.
+    OutcomeUnknown,
+}
+
+impl ClientError {
+    fn from_propose(e: ProposeError) -> ClientError {
+        match e {
+            ProposeError::NotLeader { leader } => ClientError::NotLeader { leader },
+            ProposeError::Busy => ClientError::Busy,
+            ProposeError::TooLarge { size_bytes, max_bytes } => {
+                ClientError::InvalidRequest { reason: format!("entry of {size_bytes} bytes exceeds {max_bytes}") }
+            }
+            other => ClientError::Unavailable { reason: other.to_string() },
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NotLeader { leader: Some(l) } => write!(f, "not the leader; node {l} is"),
+            ClientError::NotLeader { leader: None } => write!(f, "not the leader; no leader known"),
+            ClientError::NotHere { peers } => write!(f, "no replica on this node; nodes {peers:?} hold it"),
+            ClientError::NoSuchStream { name } => write!(f, "no stream named {name:?}"),
+            ClientError::InvalidRequest { reason } => write!(f, "invalid request: {reason}"),
+            ClientError::Busy => write!(f, "busy; retry later"),
+            ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
+            ClientError::Timeout => write!(f, "timed out; the request may still take effect"),
+            ClientError::LeadershipLost => write!(f, "leadership changed before the entry committed"),
+            ClientError::OutcomeUnknown => write!(f, "outcome unknown (a snapshot replaced the log)"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Stream info as this node's replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStreamInfo {
+    pub group: GroupId,
+    pub peers: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    pub stream: StreamInfo,
+    pub catchup_failures: u32,
+    pub stats: GroupStats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub frames_dropped: u64,
+    pub groups_reopened: u64,
+    pub work_done: u64,
+}
+
+pub struct Node<D: Disk> {
+    cfg: NodeConfig,
+    disk: D,
+    rng: ChaCha8Rng,
+    meta: RaftGroup<D>,
+    meta_state: MetaState,
+    meta_pending: BTreeMap<Index, PendingRequest>,
+    meta_failed: Option<String>,
+    meta_since_snapshot: u64,
+    streams: BTreeMap<GroupId, StreamGroup<D>>,
+    /// Replicas that failed to open or stopped, with when to try opening them again.
+    broken: BTreeMap<GroupId, (String, MonoTime)>,
+    next_incarnation: u64,
+    incarnations: BTreeMap<GroupId, u64>,
+    outbox: Outbox,
+    replies: VecDeque<(RequestId, Reply)>,
+    work: VecDeque<(GroupId, u64, CheckpointWork)>,
+    next_request: RequestId,
+    outstanding: usize,
+    /// Look for directories of deleted streams at the next reconcile.
+    scan_orphans: bool,
+    stats: NodeStats,
+}
+
+impl<D: Disk> Node<D> {
+    /// Opens the node's data directory (creating it), recovers the meta group and, as the
+    /// meta log replays, every stream replica placed on this node.
+    pub fn open(disk: D, cfg: NodeConfig, now: MonoTime) -> Result<Node<D>, String> {
+        cfg.validate()?;
+        let voters = Membership::new(cfg.cluster.iter().copied());
+        let (meta, recovery) =
+            RaftGroup::open(disk.clone(), &cfg.dir.join("meta"), &cfg, META_GROUP, voters, cfg.seed, now)?;
+        tracing::info!(node = cfg.id, ?recovery, "meta group recovered");
+        let mut node = Node {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6e6f_6465),
+            disk,
+            meta,
+            meta_state: MetaState::default(),
+            meta_pending: BTreeMap::new(),
+            meta_failed: None,
+            meta_since_snapshot: 0,
+            streams: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            next_incarnation: 1,
+            incarnations: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            replies: VecDeque::new(),
+            work: VecDeque::new(),
+            next_request: 1,
+            outstanding: 0,
+            scan_orphans: true,
+            stats: NodeStats::default(),
+            cfg,
+        };
+        node.pump_meta(now);
+        node.reconcile(now);
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    // ----- inputs ---------------------------------------------------------------------
+
+    /// A frame from peer `from`. Invalid frames are dropped (and counted).
+    pub fn handle_frame(&mut self, now: MonoTime, from: NodeId, frame: Bytes) {
+        let h = match frame::header(&frame) {
+            Ok(h) if h.from == from && h.to == self.cfg.id => h,
+            Ok(h) => return self.drop_frame(from, &format!("addressed {} → {}", h.from, h.to)),
+            Err(e) => return self.drop_frame(from, &e.to_string()),
+        };
+        if h.kind <= KIND_RAFT_MAX {
+            let msg = match Message::decode(&frame) {
+                Ok(m) => m,
+                Err(e) => return self.drop_frame(from, &e.to_string()),
+            };
+            if h.group == META_GROUP {
+                if let Err(e) = self.meta.raft.handle_message(now, msg) {
+                    self.drop_frame(from, &e.to_string());
+                }
+                self.pump_meta(now);
+                self.reconcile(now);
+            } else if let Some(g) = self.streams.get_mut(&h.group) {
+                if let Err(e) = g.group.raft.handle_message(now, msg) {
+                    self.stats.frames_dropped += 1;
+                    tracing::debug!(from, group = h.group, error = %e, "raft message dropped");
+                }
+                g.pump(now, &mut self.outbox);
+                self.collect_replies(h.group);
+            }
+            // A group this node does not (yet) hold: its create has not applied here. The
+            // sender retries.
+            return;
+        }
+        let f = match CatchupFrame::decode(&h, &frame) {
+            Ok(f) => f,
+            Err(e) => return self.drop_frame(from, &e),
+        };
+        if let Some(g) = self.streams.get_mut(&h.group) {
+            g.handle_catchup(now, &self.cfg, f, &mut self.outbox);
+            self.collect_replies(h.group);
+        }
+    }
+
+    fn drop_frame(&mut self, from: NodeId, why: &str) {
+        self.stats.frames_dropped += 1;
+        tracing::debug!(from, %why, "frame dropped");
+    }
+
+    /// Timers. Call at least every heartbeat interval.
+    pub fn tick(&mut self, now: MonoTime, wall_ns: i64) {
+        self.meta.raft.tick(now);
+        let expired: Vec<Index> =
+            self.meta_pending.iter().filter(|(_, p)| p.deadline <= now).map(|(i, _)| *i).collect();
+        for i in expired {
+            let p = self.meta_pending.remove(&i).expect("listed");
+            self.reply(p.request, Reply::Failed(ClientError::Timeout));
+        }
+        self.pump_meta(now);
+        self.maybe_checkpoint_meta(now);
+        let ids: Vec<GroupId> = self.streams.keys().copied().collect();
+        for id in ids {
+            let g = self.streams.get_mut(&id).expect("listed");
+            if let Some(work) = g.tick(now, wall_ns, &self.cfg, &mut self.outbox) {
+                assert!(self.work.len() < WORK_QUEUE_MAX, "one queued checkpoint per group");
+                self.work.push_back((id, self.incarnations[&id], work));
+            }
+            g.pump(now, &mut self.outbox);
+            self.collect_replies(id);
+            if self.streams[&id].failed.is_some() {
+                self.close_stream(id, now, true);
+            }
+        }
+        self.reconcile(now);
+    }
+
+    /// Runs one piece of background work; `false` if there was none.
+    pub fn run_work(&mut self, now: MonoTime) -> bool {
+        let Some((id, incarnation, work)) = self.work.pop_front() else { return false };
+        self.stats.work_done += 1;
+        if self.incarnations.get(&id) != Some(&incarnation) {
+            return true; // the replica was closed or reopened since
+        }
+        let jitter = self.jitter();
+        let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
+        g.run_checkpoint(now, &self.cfg, jitter, work);
+        g.pump(now, &mut self.outbox);
+        self.collect_replies(id);
+        true
+    }
+
+    pub fn pending_work(&self) -> usize {
+        self.work.len()
+    }
+
+    // ----- outputs --------------------------------------------------------------------
+
+    /// The next frame to send: (destination, bytes).
+    pub fn poll_send(&mut self) -> Option<(NodeId, Bytes)> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_reply(&mut self) -> Option<(RequestId, Reply)> {
+        self.replies.pop_front()
+    }
+
+    // ----- client requests ------------------------------------------------------------
+
+    /// Proposes a new stream on `replicas` nodes (1, 3 or 5). Must be sent to the meta
+    /// leader. Creating a stream that exists with the same configuration succeeds. A
+    /// publish must also fit one Raft entry (`RaftConfig::entry_data_bytes_max`, about
+    /// `batch_bytes_max`); a larger one is refused at publish time.
+    pub fn create_stream(
+        &mut self,
+        now: MonoTime,
+        config: StreamConfig,
+        replicas: usize,
+    ) -> Result<RequestId, ClientError> {
+        let invalid = |reason: String| Err(ClientError::InvalidRequest { reason });
+        if let Err(e) = config.validate() {
+            return invalid(e.to_string());
+        }
+        let voters = &self.meta.raft.membership().voters;
+        let Some(peers) = meta::place(voters, replicas, self.meta_state.streams().count()) else {
+            return invalid(format!(
+                "{replicas} replicas on a cluster of {} nodes; a stream has 1, 3 or 5",
+                voters.len()
+            ));
+        };
+        self.propose_meta(now, MetaEntry::CreateStream { config, peers })
+    }
+
+    pub fn delete_stream(&mut self, now: MonoTime, name: &str) -> Result<RequestId, ClientError> {
+        if self.meta_state.get(name).is_none() {
+            return Err(ClientError::NoSuchStream { name: name.into() });
+        }
+        self.propose_meta(now, MetaEntry::DeleteStream { name: name.into() })
+    }
+
+    fn propose_meta(&mut self, now: MonoTime, entry: MetaEntry) -> Result<RequestId, ClientError> {
+        if let Some(why) = &self.meta_failed {
+            return Err(ClientError::Unavailable { reason: format!("meta group stopped: {why}") });
+        }
+        self.check_capacity()?;
+        let (index, term) =
+            self.meta.raft.propose(now, Bytes::from(entry.encode())).map_err(ClientError::from_propose)?;
+        let request = self.new_request();
+        let p = PendingRequest { term, request, deadline: now + self.cfg.request_timeout };
+        if let Some(old) = self.meta_pending.insert(index, p) {
+            self.reply(old.request, Reply::Failed(ClientError::LeadershipLost));
+        }
+        self.pump_meta(now);
+        self.reconcile(now);
+        Ok(request)
+    }
+
+    /// Publishes to stream `name`; `publish.timestamp_ns` is ignored (the leader sets it).
+    /// Must be sent to the stream's leader.
+    pub fn publish(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        publish: Publish,
+    ) -> Result<RequestId, ClientError> {
+        self.check_capacity()?;
+        let id = self.local_group(name)?;
+        let request = self.next_request;
+        let timeout = self.cfg.request_timeout;
+        let g = self.streams.get_mut(&id).expect("local group");
+        g.propose_publish(now, wall_ns, publish, request, timeout)?;
+        self.accept_stream_request(now, id)
+    }
+
+    pub fn delete_message(&mut self, now: MonoTime, name: &str, seq: u64) -> Result<RequestId, ClientError> {
+        self.propose_stream_entry(now, name, StreamEntry::Delete { seq })
+    }
+
+    pub fn purge(&mut self, now: MonoTime, name: &str, purge: Purge) -> Result<RequestId, ClientError> {
+        self.propose_stream_entry(now, name, StreamEntry::Purge(purge))
+    }
+
+    fn propose_stream_entry(
+        &mut self,
+        now: MonoTime,
+        name: &str,
+        entry: StreamEntry,
+    ) -> Result<RequestId, ClientError> {
+        self.check_capacity()?;
+        let id = self.local_group(name)?;
+        let request = self.next_request;
+        let timeout = self.cfg.request_timeout;
+        self.streams.get_mut(&id).expect("local group").propose_entry(now, entry, request, timeout)?;
+        self.accept_stream_request(now, id)
+    }
+
+    fn accept_stream_request(&mut self, now: MonoTime, id: GroupId) -> Result<RequestId, ClientError> {
+        let request = self.new_request();
+        self.streams.get_mut(&id).expect("local group").pump(now, &mut self.outbox);
+        self.collect_replies(id);
+        Ok(request)
+    }
+
+    fn check_capacity(&self) -> Result<(), ClientError> {
+        if self.outstanding >= self.cfg.requests_max {
+            return Err(ClientError::Busy);
+        }
+        Ok(())
+    }
+
+    fn new_request(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.outstanding += 1;
+        id
+    }
+
+    fn reply(&mut self, request: RequestId, reply: Reply) {
+        assert!(self.outstanding > 0, "a reply for request {request} that was never accepted");
+        self.outstanding -= 1;
+        self.replies.push_back((request, reply));
+    }
+
+    fn local_group(&self, name: &str) -> Result<GroupId, ClientError> {
+        let def = self.meta_state.get(name).ok_or_else(|| ClientError::NoSuchStream { name: name.into() })?;
+        if !def.peers.contains(&self.cfg.id) {
+            return Err(ClientError::NotHere { peers: def.peers.clone() });
+        }
+        if !self.streams.contains_key(&def.group) {
+            let reason = self.broken.get(&def.group).map_or("opening".to_string(), |(why, _)| why.clone());
+            return Err(ClientError::Unavailable { reason });
+        }
+        Ok(def.group)
+    }
+
+    /// The streams the cluster holds, as this node's meta state knows them.
+    pub fn streams(&self) -> Vec<StreamDef> {
+        self.meta_state.streams().cloned().collect()
+    }
+
+    pub fn meta_leader(&self) -> Option<NodeId> {
+        self.meta.raft.leader()
+    }
+
+    pub fn meta_role(&self) -> Role {
+        self.meta.raft.role()
+    }
+
+    /// Stream info from this node's replica (a follower's may trail the leader's).
+    pub fn stream_info(&self, name: &str) -> Result<NodeStreamInfo, ClientError> {
+        let id = self.local_group(name)?;
+        let g = &self.streams[&id];
+        let r = &g.group.raft;
+        Ok(NodeStreamInfo {
+            group: id,
+            peers: g.def.peers.clone(),
+            leader: r.leader(),
+            role: r.role(),
+            commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            stream: g.machine.info(),
+            catchup_failures: g.catchup_failures(),
+            stats: g.stats,
+        })
+    }
+
+    /// The message at `seq` in this node's replica (`None`: deleted, purged or not yet
+    /// applied here). Refused while the replica is catching up: its store has holes then.
+    pub fn get_message(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, ClientError> {
+        let id = self.local_group(name)?;
+        let g = &self.streams[&id];
+        if g.is_catching_up() {
+            return Err(ClientError::Unavailable { reason: "replica is catching up".into() });
+        }
+        g.machine.get(seq).map_err(|e| ClientError::Unavailable { reason: e.to_string() })
+    }
+
+    /// A hash of the replica's state at its applied index (tests compare replicas).
+    pub fn stream_state_hash(&self, name: &str) -> Result<(Index, u64), ClientError> {
+        let id = self.local_group(name)?;
+        let g = &self.streams[&id];
+        let hash = g.machine.state_hash().map_err(|e| ClientError::Unavailable { reason: e.to_string() })?;
+        Ok((g.group.raft.applied_index(), hash))
+    }
+
+    /// Asks the stream's leader on this node to hand leadership to `target`.
+    pub fn transfer_stream_leader(&mut self, now: MonoTime, name: &str, target: NodeId) -> Result<(), ClientError> {
+        let id = self.local_group(name)?;
+        let g = self.streams.get_mut(&id).expect("local group");
+        g.group.raft.transfer_leadership(now, target).map_err(ClientError::from_propose)?;
+        g.pump(now, &mut self.outbox);
+        self.collect_replies(id);
+        Ok(())
+    }
+
+    /// Forces a snapshot of the stream now (operators, tests): captured at once, written by
+    /// the next `run_work`.
+    pub fn force_snapshot(&mut self, now: MonoTime, name: &str) -> Result<(), ClientError> {
+        let id = self.local_group(name)?;
+        let g = self.streams.get_mut(&id).expect("local group");
+        let work = g.force_checkpoint(now).map_err(|e| ClientError::Unavailable { reason: e })?;
+        self.work.push_back((id, self.incarnations[&id], work));
+        Ok(())
+    }
+
+    pub fn check_invariants(&self) {
+        self.meta.raft.check_invariants();
+        for (id, g) in &self.streams {
+            assert_eq!(*id, g.def.group);
+            g.group.raft.check_invariants();
+            g.machine.check_invariants();
+            assert!(g.pending.keys().all(|i| *i > g.group.raft.applied_index()), "an applied request unanswered");
+        }
+        let pending: usize = self.meta_pending.len() + self.streams.values().map(|g| g.pending.len()).sum::<usize>();
+        assert!(pending <= self.outstanding, "{pending} pending requests, {} outstanding", self.outstanding);
+    }
+
+    // ----- meta group -----------------------------------------------------------------
+
+    fn pump_meta(&mut self, now: MonoTime) {
+        self.meta.drive(now, &mut self.outbox);
+        if let Some(e) = &self.meta.failed {
+            if self.meta_failed.is_none() {
+                self.meta_failed = Some(e.to_string());
+                tracing::error!(node = self.cfg.id, error = %e, "meta group stopped");
+            }
+            return;
+        }
+        while self.meta_failed.is_none() {
+            let Some(applied) = self.meta.raft.poll_apply(APPLY_BATCH_ENTRIES) else { break };
+            match applied {
+                Applied::Snapshot(s) => match MetaState::decode(&s.data) {
+                    Ok(state) => {
+                        self.meta_state = state;
+                        self.meta_since_snapshot = 0;
+                        self.scan_orphans = true;
+                        let covered: Vec<Index> =
+                            self.meta_pending.range(..=s.meta.last_index).map(|(i, _)| *i).collect();
+                        for i in covered {
+                            let p = self.meta_pending.remove(&i).expect("listed");
+                            self.reply(p.request, Reply::Failed(ClientError::OutcomeUnknown));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(node = self.cfg.id, error = %e, "meta snapshot unreadable; meta group stopped");
+                        self.meta_failed = Some(e);
+                    }
+                },
+                Applied::Entries(entries) => {
+                    for e in entries {
+                        self.meta_since_snapshot += 1;
+                        let outcome = (e.kind == EntryKind::Normal).then(|| self.meta_state.apply(e.index, &e.data));
+                        if let Some(MetaOutcome::Rejected { reason }) = &outcome {
+                            tracing::debug!(index = e.index, %reason, "meta entry refused");
+                        }
+                        self.answer_meta(e.index, e.term, outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer_meta(&mut self, index: Index, term: Term, outcome: Option<MetaOutcome>) {
+        let Some(p) = self.meta_pending.remove(&index) else { return };
+        let reply = match outcome {
+            Some(outcome) if p.term == term => match outcome {
+                MetaOutcome::Created { group } | MetaOutcome::AlreadyExists { group } => Reply::StreamCreated { group },
+                MetaOutcome::Deleted { group } => Reply::StreamDeleted { group },
+                MetaOutcome::Rejected { reason } => Reply::Rejected { reason },
+            },
+            _ => Reply::Failed(ClientError::LeadershipLost),
+        };
+        self.reply(p.request, reply);
+    }
+
+    fn maybe_checkpoint_meta(&mut self, now: MonoTime) {
+        if self.meta_failed.is_some() || self.meta_since_snapshot < self.cfg.snapshot.entries {
+            return;
+        }
+        let force = self.meta.raft.should_force_checkpoint();
+        let Ok(cp) = self.meta.raft.create_checkpoint(now, force) else { return };
+        // The meta state is the snapshot: nothing else to make durable first.
+        match self.meta.finish_checkpoint(now, &cp, Bytes::from(self.meta_state.encode())) {
+            Ok(Some(_)) => self.meta_since_snapshot = 0,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(node = self.cfg.id, error = %e, "meta checkpoint failed"),
+        }
+    }
+
+    /// Opens the replicas the meta state places here, closes those it no longer lists.
+    fn reconcile(&mut self, now: MonoTime) {
+        let gone: Vec<GroupId> =
+            self.streams.keys().copied().filter(|id| self.meta_state.by_group(*id).is_none()).collect();
+        for id in gone {
+            self.close_stream(id, now, false);
+            if let Err(e) = StreamGroup::<D>::remove_files(&self.disk, &self.cfg, id) {
+                tracing::warn!(group = id, error = %e, "files of a deleted stream not removed");
+            }
+        }
+        self.broken.retain(|id, _| self.meta_state.by_group(*id).is_some());
+        let wanted: Vec<StreamDef> = self
+            .meta_state
+            .streams()
+            .filter(|d| d.peers.contains(&self.cfg.id) && !self.streams.contains_key(&d.group))
+            .filter(|d| self.broken.get(&d.group).is_none_or(|(_, retry_at)| *retry_at <= now))
+            .cloned()
+            .collect();
+        for def in wanted {
+            let id = def.group;
+            let jitter = self.jitter();
+            match StreamGroup::open(self.disk.clone(), &self.cfg, def, now, jitter) {
+                Ok((mut g, recovery)) => {
+                    tracing::info!(group = id, stream = %g.name(), ?recovery, "stream replica opened");
+                    self.broken.remove(&id);
+                    self.incarnations.insert(id, self.next_incarnation);
+                    self.next_incarnation += 1;
+                    g.pump(now, &mut self.outbox);
+                    self.streams.insert(id, g);
+                    self.collect_replies(id);
+                }
+                Err(e) => {
+                    tracing::error!(group = id, error = %e, "stream replica failed to open; retrying later");
+                    self.broken.insert(id, (e, now + self.cfg.catchup_timeout));
+                }
+            }
+        }
+        if self.scan_orphans && self.meta.raft.applied_index() >= self.meta.raft.commit_index() {
+            self.scan_orphans = false;
+            self.remove_orphans();
+        }
+    }
+
+    /// Removes directories of streams this node no longer holds (deleted while it was down,
+    /// or moved away in a snapshot). Only groups created at or below the applied meta index
+    /// are judged: a newer one may be a create not yet applied here.
+    fn remove_orphans(&mut self) {
+        let dir = self.cfg.dir.join("streams");
+        let Ok(names) = self.disk.list_dir(&dir) else { return };
+        let applied = self.meta.raft.applied_index();
+        for name in names {
+            let Ok(id) = name.parse::<GroupId>() else { continue };
+            let held = self.meta_state.by_group(id).is_some_and(|d| d.peers.contains(&self.cfg.id));
+            if id <= applied && !held && !self.streams.contains_key(&id) {
+                tracing::info!(group = id, "removing files of a stream this node no longer holds");
+                if let Err(e) = StreamGroup::<D>::remove_files(&self.disk, &self.cfg, id) {
+                    tracing::warn!(group = id, error = %e, "orphan stream files not removed");
+                }
+            }
+        }
+    }
+
+    /// Closes a replica, failing its waiting requests; with `reopen`, it is opened again
+    /// from disk after a delay (recovery replays its log).
+    fn close_stream(&mut self, id: GroupId, now: MonoTime, reopen: bool) {
+        let Some(mut g) = self.streams.remove(&id) else { return };
+        self.incarnations.remove(&id);
+        for (_, p) in std::mem::take(&mut g.pending) {
+            g.replies.push_back((p.request, Reply::Failed(ClientError::OutcomeUnknown)));
+        }
+        while let Some((request, reply)) = g.replies.pop_front() {
+            self.reply(request, reply);
+        }
+        if reopen {
+            let why = g.failed.clone().unwrap_or_default();
+            self.stats.groups_reopened += 1;
+            self.broken.insert(id, (why, now + self.cfg.catchup_timeout));
+        }
+    }
+
+    fn collect_replies(&mut self, id: GroupId) {
+        let Some(g) = self.streams.get_mut(&id) else { return };
+        let replies = std::mem::take(&mut g.replies);
+        for (request, reply) in replies {
+            self.reply(request, reply);
+        }
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let max_ns = u64::try_from(self.cfg.snapshot.jitter.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(if max_ns == 0 { 0 } else { self.rng.gen_range(0..=max_ns) })
+    }
+}

@@ -1,0 +1,588 @@
+//! One stream replica on this node: its Raft group, its state machine, the publishes it
+//! leads that wait for their outcome, its catch-up (as follower and as source), and its
+//! snapshot policy.
+//!
+//! Invariants:
+//! * nothing is applied while the machine is catching up or failed (`poll_apply` is not
+//!   called, so committed entries wait in the Raft log);
+//! * a replica that is catching up does not campaign: its store is missing messages its
+//!   snapshot counts, and a leader must hold everything it serves;
+//! * a client request is answered with the outcome of the entry at its (index, term) only;
+//!   an entry at that index with another term means the proposal was lost;
+//! * a checkpoint's state is captured at the Raft applied index, which equals the machine's:
+//!   every entry `poll_apply` returned was applied before anything else runs.
+
+use super::config::NodeConfig;
+use super::frame::{CatchupBody, CatchupFrame};
+use super::group::{GroupRecovery, Outbox, RaftGroup};
+use super::meta::StreamDef;
+use super::{ClientError, Reply, RequestId};
+use crate::disk::Disk;
+use crate::env::{MonoTime, NodeId, FRAME_BYTES_MAX};
+use crate::raft::{Applied, Checkpoint, CheckpointError, EntryKind, Index, Membership, Role, Term};
+use crate::stream::{
+    ApplyOutcome, CatchupRequest, RestoreOutcome, StreamEntry, StreamError, StreamMachine, StreamSnapshot,
+};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Entries applied per `poll_apply`, so one busy group cannot hold the node for long.
+const APPLY_BATCH_ENTRIES: usize = 1024;
+
+pub(super) struct PendingRequest {
+    pub term: Term,
+    pub request: RequestId,
+    pub deadline: MonoTime,
+}
+
+/// This replica's catch-up: one request outstanding, to one peer at a time.
+struct Catchup {
+    /// Echoed by the peer; answers to older attempts are dropped.
+    attempt: u64,
+    /// Where the outstanding request went, and when.
+    peer: Option<NodeId>,
+    sent_at: MonoTime,
+    /// Rotates through the peers after a timeout, a refusal or a bad chunk.
+    rotation: usize,
+    /// Failed attempts since the last chunk that made progress.
+    failures: u32,
+}
+
+/// A checkpoint captured by the apply loop, waiting for its background work.
+pub(super) struct CheckpointWork {
+    pub checkpoint: Checkpoint,
+    pub data: Bytes,
+}
+
+pub(super) struct StreamGroup<D: Disk> {
+    pub def: StreamDef,
+    pub group: RaftGroup<D>,
+    pub machine: StreamMachine<D>,
+    /// Leader only: proposals awaiting their outcome, by log index.
+    pub pending: BTreeMap<Index, PendingRequest>,
+    catchup: Option<Catchup>,
+    next_attempt: u64,
+    /// Flow control: content bytes asked for per chunk.
+    chunk_bytes: u64,
+    /// Applied since the last snapshot: entries and bytes of entry data.
+    since_snapshot_entries: u64,
+    since_snapshot_bytes: u64,
+    next_snapshot_at: MonoTime,
+    /// A refused checkpoint is retried no sooner than this.
+    snapshot_retry_at: MonoTime,
+    next_expire_at: MonoTime,
+    /// Leader only: timestamps given to publishes never go backwards on this leader.
+    last_timestamp_ns: i64,
+    /// Why this replica stopped (a store or log failure); the node reopens it.
+    pub failed: Option<String>,
+    pub checkpoint_queued: bool,
+    /// Replies ready for the node to hand out.
+    pub replies: VecDeque<(RequestId, Reply)>,
+    pub stats: GroupStats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    pub snapshots_restored: u64,
+    pub catchups_completed: u64,
+    pub catchup_chunks: u64,
+    pub catchup_failures: u64,
+    pub chunks_served: u64,
+    pub checkpoints: u64,
+    pub compactions: u64,
+}
+
+pub(super) fn group_dir(cfg: &NodeConfig, group: u64) -> PathBuf {
+    cfg.dir.join("streams").join(group.to_string())
+}
+
+impl<D: Disk> StreamGroup<D> {
+    /// Opens the replica's log and store. A store with no Raft snapshot to restore from is
+    /// restored to the empty stream at once; otherwise the first `poll_apply` returns the
+    /// snapshot and the machine is restored from it.
+    pub fn open(
+        disk: D,
+        cfg: &NodeConfig,
+        def: StreamDef,
+        now: MonoTime,
+        jitter: Duration,
+    ) -> Result<(StreamGroup<D>, GroupRecovery), String> {
+        let dir = group_dir(cfg, def.group);
+        let seed = cfg.seed ^ def.group.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let voters = Membership::new(def.peers.iter().copied());
+        let (group, recovery) = RaftGroup::open(disk.clone(), &dir.join("raft"), cfg, def.group, voters, seed, now)?;
+        let (mut machine, report) = StreamMachine::open(disk, &dir.join("store"), def.config.clone())
+            .map_err(|e| format!("stream {:?}: open store: {e}", def.config.name))?;
+        if report.cut.is_some() || report.lost_count() > 0 {
+            tracing::warn!(stream = %def.config.name, lost = report.lost_count(), cut = ?report.cut, "store recovery cut records; the log replay restores them");
+        }
+        if recovery.snapshot_index.is_none() {
+            machine
+                .restore(&StreamSnapshot::initial())
+                .map_err(|e| format!("stream {:?}: restore: {e}", def.config.name))?;
+        }
+        let mut g = StreamGroup {
+            def,
+            group,
+            machine,
+            pending: BTreeMap::new(),
+            catchup: None,
+            next_attempt: 1,
+            chunk_bytes: cfg.catchup_chunk_bytes,
+            since_snapshot_entries: 0,
+            since_snapshot_bytes: 0,
+            next_snapshot_at: now + cfg.snapshot.interval + jitter,
+            snapshot_retry_at: now,
+            next_expire_at: now + cfg.expire_interval,
+            last_timestamp_ns: 0,
+            failed: None,
+            checkpoint_queued: false,
+            replies: VecDeque::new(),
+            stats: GroupStats::default(),
+        };
+        g.update_campaign();
+        Ok((g, recovery))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.config.name
+    }
+
+    pub fn is_catching_up(&self) -> bool {
+        self.catchup.is_some()
+    }
+
+    pub fn catchup_failures(&self) -> u32 {
+        self.catchup.as_ref().map_or(0, |c| c.failures)
+    }
+
+    fn update_campaign(&mut self) {
+        let allowed = self.failed.is_none() && self.catchup.is_none() && self.group.failed.is_none();
+        self.group.raft.set_campaign_allowed(allowed);
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failed.is_none() {
+            tracing::error!(stream = %self.def.config.name, group = self.def.group, %why, "stream replica stops");
+            self.failed = Some(why);
+        }
+        self.update_campaign();
+    }
+
+    /// Proposes a publish; the reply comes when the entry applies.
+    pub fn propose_publish(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        mut publish: crate::stream::Publish,
+        request: RequestId,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.check_leader()?;
+        self.last_timestamp_ns = self.last_timestamp_ns.max(wall_ns);
+        publish.timestamp_ns = self.last_timestamp_ns;
+        let data = StreamEntry::Publish(publish)
+            .encode()
+            .map_err(|e| ClientError::InvalidRequest { reason: format!("publish: {e}") })?;
+        self.propose(now, data, request, timeout)
+    }
+
+    pub fn propose_entry(
+        &mut self,
+        now: MonoTime,
+        entry: StreamEntry,
+        request: RequestId,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.check_leader()?;
+        let data = entry.encode().map_err(|e| ClientError::InvalidRequest { reason: e.to_string() })?;
+        self.propose(now, data, request, timeout)
+    }
+
+    fn check_leader(&self) -> Result<(), ClientError> {
+        if let Some(why) = &self.failed {
+            return Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") });
+        }
+        if let Some(e) = &self.group.failed {
+            return Err(ClientError::Unavailable { reason: format!("replica stopped: {e}") });
+        }
+        if self.group.raft.role() != Role::Leader {
+            return Err(ClientError::NotLeader { leader: self.group.raft.leader() });
+        }
+        Ok(())
+    }
+
+    fn propose(
+        &mut self,
+        now: MonoTime,
+        data: Vec<u8>,
+        request: RequestId,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let (index, term) = self.group.raft.propose(now, Bytes::from(data)).map_err(ClientError::from_propose)?;
+        let previous = self.pending.insert(index, PendingRequest { term, request, deadline: now + timeout });
+        assert!(previous.as_ref().is_none_or(|p| p.term < term), "index {index} proposed twice in term {term}");
+        if let Some(p) = previous {
+            // A proposal from an earlier term at this index was overwritten: it is lost.
+            self.replies.push_back((p.request, Reply::Failed(ClientError::LeadershipLost)));
+        }
+        Ok(())
+    }
+
+    /// Executes Raft's actions, then applies what is committed (unless catching up).
+    pub fn pump(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        self.group.drive(now, outbox);
+        if self.group.failed.is_some() {
+            let why = format!("raft log: {}", self.group.failed.as_ref().expect("checked"));
+            self.fail(why);
+            return;
+        }
+        self.apply(now, outbox);
+    }
+
+    fn apply(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        while self.failed.is_none() && self.catchup.is_none() {
+            let Some(applied) = self.group.raft.poll_apply(APPLY_BATCH_ENTRIES) else { return };
+            match applied {
+                Applied::Snapshot(snapshot) => {
+                    self.stats.snapshots_restored += 1;
+                    let index = snapshot.meta.last_index;
+                    // Proposals the snapshot covers committed or not: nobody can tell now.
+                    let covered: Vec<Index> = self.pending.range(..=index).map(|(i, _)| *i).collect();
+                    for i in covered {
+                        let p = self.pending.remove(&i).expect("listed");
+                        self.replies.push_back((p.request, Reply::Failed(ClientError::OutcomeUnknown)));
+                    }
+                    let snap = match StreamSnapshot::decode(&snapshot.data) {
+                        Ok(s) => s,
+                        Err(e) => return self.fail(format!("snapshot at index {index}: {e}")),
+                    };
+                    match self.machine.restore(&snap) {
+                        Ok(RestoreOutcome::Ready { truncated_msgs, .. }) => {
+                            if truncated_msgs > 0 {
+                                tracing::info!(stream = %self.name(), index, truncated_msgs, "store truncated back to the snapshot; the log replays the rest");
+                            }
+                        }
+                        Ok(RestoreOutcome::NeedCatchup { from_seq, to_seq }) => {
+                            tracing::info!(stream = %self.name(), index, from_seq, to_seq, "store behind the snapshot; catching up from peers");
+                            self.catchup =
+                                Some(Catchup { attempt: 0, peer: None, sent_at: now, rotation: 0, failures: 0 });
+                            self.update_campaign();
+                            self.send_catchup_request(now, outbox);
+                        }
+                        Err(e) => return self.fail(format!("restore snapshot at index {index}: {e}")),
+                    }
+                    self.since_snapshot_entries = 0;
+                    self.since_snapshot_bytes = 0;
+                }
+                Applied::Entries(entries) => {
+                    for e in entries {
+                        let outcome = if e.kind == EntryKind::Normal {
+                            match self.machine.apply(e.index, &e.data) {
+                                Ok(outcome) => Some(outcome),
+                                Err(err) => {
+                                    // Later entries of the batch stay unapplied; the replica
+                                    // reopens and replays them from its log.
+                                    return self.fail(format!("apply entry {}: {err}", e.index));
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        self.since_snapshot_entries += 1;
+                        self.since_snapshot_bytes += e.data.len() as u64;
+                        self.answer(e.index, e.term, outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers the request waiting for `index`, if any: with the outcome if its entry is the
+    /// one that committed there, else as lost.
+    fn answer(&mut self, index: Index, term: Term, outcome: Option<ApplyOutcome>) {
+        // Indices below were all answered when they applied; one above cannot be waiting yet.
+        let Some(p) = self.pending.remove(&index) else { return };
+        let reply = match outcome {
+            Some(outcome) if p.term == term => Reply::from_outcome(outcome),
+            _ => Reply::Failed(ClientError::LeadershipLost),
+        };
+        self.replies.push_back((p.request, reply));
+    }
+
+    /// Timers: request deadlines, catch-up retries, `Expire` proposals, snapshot policy.
+    pub fn tick(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        cfg: &NodeConfig,
+        outbox: &mut Outbox,
+    ) -> Option<CheckpointWork> {
+        self.group.raft.tick(now);
+        let expired: Vec<Index> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(i, _)| *i).collect();
+        for i in expired {
+            let p = self.pending.remove(&i).expect("listed");
+            self.replies.push_back((p.request, Reply::Failed(ClientError::Timeout)));
+        }
+        if self.failed.is_some() {
+            return None;
+        }
+        if let Err(e) = self.machine.tick(now) {
+            self.fail(format!("store tick: {e}"));
+            return None;
+        }
+        if let Some(c) = &mut self.catchup {
+            if now.saturating_since(c.sent_at) >= cfg.catchup_timeout {
+                c.failures += 1;
+                c.rotation += 1;
+                self.stats.catchup_failures += 1;
+                self.send_catchup_request(now, outbox);
+            }
+        }
+        self.maybe_expire(now, wall_ns, cfg);
+        self.maybe_checkpoint(now, cfg)
+    }
+
+    fn maybe_expire(&mut self, now: MonoTime, wall_ns: i64, cfg: &NodeConfig) {
+        let config = &self.def.config;
+        let needed = config.store.limits.max_age.is_some() || !config.dedupe_window.is_zero();
+        if !needed || !self.group.raft.is_leader_ready() || now < self.next_expire_at {
+            return;
+        }
+        self.next_expire_at = now + cfg.expire_interval;
+        self.last_timestamp_ns = self.last_timestamp_ns.max(wall_ns);
+        let data =
+            StreamEntry::Expire { now_wall_ns: self.last_timestamp_ns }.encode().expect("an expire entry encodes");
+        // Busy (backpressure) or lost leadership: the next interval tries again.
+        let _ = self.group.raft.propose(now, Bytes::from(data));
+    }
+
+    fn maybe_checkpoint(&mut self, now: MonoTime, cfg: &NodeConfig) -> Option<CheckpointWork> {
+        if self.checkpoint_queued || self.catchup.is_some() || now < self.snapshot_retry_at {
+            return None;
+        }
+        let policy = &cfg.snapshot;
+        let applied = self.group.raft.applied_index();
+        let since = applied.saturating_sub(self.group.raft.log().snapshot_index());
+        let due = self.since_snapshot_entries >= policy.entries
+            || self.since_snapshot_bytes >= policy.bytes
+            || (now >= self.next_snapshot_at && since > 0);
+        if !due && !self.group.raft.should_force_checkpoint() {
+            return None;
+        }
+        let force = self.group.raft.should_force_checkpoint();
+        match self.capture_checkpoint(now, force) {
+            Ok(work) => Some(work),
+            Err(CheckpointError::NoSnapshotAvailable) => {
+                self.next_snapshot_at = now + policy.interval;
+                None
+            }
+            Err(e) => {
+                tracing::debug!(stream = %self.name(), error = %e, force, "checkpoint refused");
+                self.snapshot_retry_at = now + cfg.catchup_timeout;
+                None
+            }
+        }
+    }
+
+    /// Starts a checkpoint now, whatever the policy says (forced: catch-ups do not stop it).
+    pub fn force_checkpoint(&mut self, now: MonoTime) -> Result<CheckpointWork, String> {
+        if self.checkpoint_queued || self.catchup.is_some() || self.failed.is_some() {
+            return Err("a checkpoint is queued, or the replica is catching up or stopped".into());
+        }
+        self.capture_checkpoint(now, true).map_err(|e| e.to_string())
+    }
+
+    /// Captures the state at the applied index for a checkpoint; the rest runs as work.
+    fn capture_checkpoint(&mut self, now: MonoTime, force: bool) -> Result<CheckpointWork, CheckpointError> {
+        let checkpoint = self.group.raft.create_checkpoint(now, force)?;
+        // Every entry Raft handed out was applied, so the machine is at the same index.
+        assert!(
+            self.machine.applied_index().is_none_or(|i| i <= checkpoint.index),
+            "machine ahead of raft's applied index"
+        );
+        let data = Bytes::from(self.machine.snapshot().encode());
+        self.checkpoint_queued = true;
+        self.stats.checkpoints += 1;
+        Ok(CheckpointWork { checkpoint, data })
+    }
+
+    /// The background half of a checkpoint: make the store durable through (at least) the
+    /// checkpoint's index, write the snapshot file, compact the log.
+    pub fn run_checkpoint(&mut self, now: MonoTime, cfg: &NodeConfig, jitter: Duration, work: CheckpointWork) {
+        self.checkpoint_queued = false;
+        let generation = work.checkpoint.generation;
+        if self.failed.is_some() {
+            self.group.raft.checkpoint_failed(generation);
+            return;
+        }
+        if let Err(e) = self.machine.sync() {
+            self.group.raft.checkpoint_failed(generation);
+            return self.fail(format!("store sync before snapshot: {e}"));
+        }
+        match self.group.finish_checkpoint(now, &work.checkpoint, work.data) {
+            Ok(compacted) => {
+                if compacted.is_some() {
+                    self.stats.compactions += 1;
+                    self.since_snapshot_entries = 0;
+                    self.since_snapshot_bytes = 0;
+                    self.next_snapshot_at = now + cfg.snapshot.interval + jitter;
+                } else {
+                    self.snapshot_retry_at = now + cfg.catchup_timeout;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.name(), error = %e, "checkpoint failed");
+                self.snapshot_retry_at = now + cfg.catchup_timeout;
+            }
+        }
+    }
+
+    // ----- catch-up -------------------------------------------------------------------
+
+    /// Asks the next peer for the next chunk. Leader first (it is known to hold the
+    /// snapshot's messages), then the other peers in turn.
+    fn send_catchup_request(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        let Some(req) = self.machine.catchup_request(self.chunk_bytes) else {
+            self.catchup = None;
+            self.update_campaign();
+            return;
+        };
+        let me = self.group.raft.id();
+        let leader = self.group.raft.leader().filter(|l| *l != me);
+        let mut order: Vec<NodeId> = leader.into_iter().collect();
+        order.extend(self.def.peers.iter().copied().filter(|p| *p != me && Some(*p) != leader));
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let c = self.catchup.as_mut().expect("catching up");
+        c.attempt = attempt;
+        c.sent_at = now;
+        if order.is_empty() {
+            c.peer = None; // a single replica with nobody to ask: wait for a peer to appear
+            return;
+        }
+        let peer = order[c.rotation % order.len()];
+        c.peer = Some(peer);
+        let group = self.def.group;
+        let body = CatchupBody::Request(req);
+        outbox.push_back((peer, CatchupFrame { group, from: me, to: peer, attempt, body }.encode()));
+    }
+
+    /// A catch-up frame for this group.
+    pub fn handle_catchup(&mut self, now: MonoTime, cfg: &NodeConfig, frame: CatchupFrame, outbox: &mut Outbox) {
+        match frame.body {
+            CatchupBody::Request(req) => self.serve(now, cfg, frame.from, frame.attempt, req, outbox),
+            CatchupBody::Chunk(chunk) => {
+                let Some(c) = &self.catchup else { return };
+                if c.attempt != frame.attempt || c.peer != Some(frame.from) {
+                    return; // an answer to an abandoned request
+                }
+                match self.machine.apply_catchup_chunk(&chunk) {
+                    Ok(progress) => {
+                        self.stats.catchup_chunks += 1;
+                        let c = self.catchup.as_mut().expect("checked");
+                        c.failures = 0;
+                        if progress.next_from.is_none() {
+                            tracing::info!(stream = %self.name(), missing_at_source = progress.missing_at_source, "catch-up complete");
+                            self.stats.catchups_completed += 1;
+                            self.catchup = None;
+                            self.update_campaign();
+                            self.apply(now, outbox);
+                        } else {
+                            self.send_catchup_request(now, outbox);
+                        }
+                    }
+                    Err(e @ (StreamError::Store(_) | StreamError::Failed { .. })) => {
+                        self.fail(format!("catch-up write: {e}"))
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %self.name(), peer = frame.from, error = %e, "catch-up chunk refused");
+                        self.next_peer(now, outbox);
+                    }
+                }
+            }
+            CatchupBody::Unavailable => {
+                let Some(c) = &self.catchup else { return };
+                if c.attempt == frame.attempt && c.peer == Some(frame.from) {
+                    self.next_peer(now, outbox);
+                }
+            }
+        }
+    }
+
+    fn next_peer(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        let c = self.catchup.as_mut().expect("catching up");
+        c.failures += 1;
+        c.rotation += 1;
+        self.stats.catchup_failures += 1;
+        if c.failures as usize % self.def.peers.len().max(1) == 0 {
+            // Every peer refused in turn: wait for the timeout before the next round.
+            c.peer = None;
+            c.sent_at = now;
+            return;
+        }
+        self.send_catchup_request(now, outbox);
+    }
+
+    /// Serves a peer's request from this replica's store, and tells Raft a catch-up is
+    /// running so no checkpoint compacts the entries that follow the peer's snapshot.
+    fn serve(
+        &mut self,
+        now: MonoTime,
+        cfg: &NodeConfig,
+        peer: NodeId,
+        attempt: u64,
+        req: CatchupRequest,
+        outbox: &mut Outbox,
+    ) {
+        if !self.def.peers.contains(&peer) {
+            return;
+        }
+        let me = self.group.raft.id();
+        let group = self.def.group;
+        let body = if self.failed.is_some() || self.catchup.is_some() {
+            CatchupBody::Unavailable
+        } else {
+            match self.serve_chunk(req) {
+                Ok(Some(chunk)) => {
+                    let done = chunk.through_seq == req.to_seq;
+                    let until = if done { None } else { Some(now + cfg.catchup_timeout * 2) };
+                    self.group.raft.set_app_catchup(peer, until);
+                    self.stats.chunks_served += 1;
+                    CatchupBody::Chunk(chunk)
+                }
+                Ok(None) => CatchupBody::Unavailable,
+                Err(e) => {
+                    tracing::warn!(stream = %self.name(), peer, error = %e, "cannot serve catch-up");
+                    CatchupBody::Unavailable
+                }
+            }
+        };
+        outbox.push_back((peer, CatchupFrame { group, from: me, to: peer, attempt, body }.encode()));
+    }
+
+    /// A chunk that fits one frame: if the asked size does not, the first message alone.
+    fn serve_chunk(&self, req: CatchupRequest) -> Result<Option<crate::stream::CatchupChunk>, String> {
+        for max_bytes in [req.max_bytes, 1] {
+            let Some(chunk) =
+                self.machine.serve_catchup(&CatchupRequest { max_bytes, ..req }).map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            if chunk.encode().len() + crate::raft::message::HEADER_BYTES <= FRAME_BYTES_MAX {
+                return Ok(Some(chunk));
+            }
+        }
+        Err(format!("a single message from sequence {} does not fit a frame", req.from_seq))
+    }
+
+    /// Removes the replica's files (the stream was deleted).
+    pub fn remove_files(disk: &D, cfg: &NodeConfig, group: u64) -> Result<(), String> {
+        let dir = group_dir(cfg, group);
+        disk.remove_dir_all(&dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
+        let parent = dir.parent().unwrap_or(Path::new(""));
+        disk.sync_dir(parent).map_err(|e| format!("sync {}: {e}", parent.display()))
+    }
+}
