@@ -7,6 +7,7 @@
 //! The cluster simulator (nodes, network faults, nemesis, checkers) builds on these.
 
 pub mod clock;
+pub mod node_cluster;
 pub mod raft_cluster;
 pub mod runtime;
 pub mod store_check;
