@@ -13,6 +13,7 @@
 //! Fault budget: at most a minority of nodes is down at once (R = 3 claims to survive one).
 //! This is the precursor of issue 4's simulator; see docs/node.md.
 
+pub use crate::raft_cluster::Violation;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,7 +26,6 @@ use sluice_core::store::SyncPolicy;
 use sluice_core::stream::{Publish, StreamConfig};
 use sluice_faultfs::FaultFs;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::Duration;
 
 const STREAM: &str = "s";
@@ -65,19 +65,6 @@ impl NodeClusterParams {
             sync: if rng.gen_bool(0.5) { SyncPolicy::OnSnapshot } else { SyncPolicy::Always },
             work_ppm: [100_000, 900_000][rng.gen_range(0..2)],
         }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub seed: u64,
-    pub step: usize,
-    pub what: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "seed {} step {}: {}", self.seed, self.step, self.what)
     }
 }
 

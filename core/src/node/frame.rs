@@ -10,7 +10,7 @@
 //! answer, so a late answer to an abandoned request is recognised and dropped.
 
 use crate::env::NodeId;
-use crate::raft::message::{decode_header, encode_header, Header, WireError, HEADER_BYTES, KIND_RAFT_MAX};
+use crate::raft::message::{encode_header, Header, WireError, HEADER_BYTES, KIND_RAFT_MAX};
 use crate::raft::GroupId;
 use crate::stream::{CatchupChunk, CatchupRequest};
 use bytes::{Bytes, BytesMut};
@@ -64,14 +64,10 @@ impl CatchupFrame {
     }
 }
 
-/// Reads a frame's header, for routing.
-pub fn header(frame: &[u8]) -> Result<Header, WireError> {
-    decode_header(frame)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::message::decode_header;
     use crate::store::StoredMessage;
 
     #[test]
@@ -94,7 +90,7 @@ mod tests {
         for body in frames {
             let f = CatchupFrame { group: 12, from: 1, to: 2, attempt: 4, body };
             let bytes = f.encode();
-            let h = header(&bytes).unwrap();
+            let h = decode_header(&bytes).unwrap();
             assert_eq!(CatchupFrame::decode(&h, &bytes).unwrap(), f);
             // Every truncation fails cleanly.
             for cut in HEADER_BYTES..bytes.len() {
@@ -104,9 +100,10 @@ mod tests {
             longer.push(0);
             assert!(CatchupFrame::decode(&h, &longer).is_err());
         }
-        let mut h =
-            header(&CatchupFrame { group: 1, from: 1, to: 2, attempt: 0, body: CatchupBody::Unavailable }.encode())
-                .unwrap();
+        let mut h = decode_header(
+            &CatchupFrame { group: 1, from: 1, to: 2, attempt: 0, body: CatchupBody::Unavailable }.encode(),
+        )
+        .unwrap();
         h.kind = 99;
         assert!(CatchupFrame::decode(&h, &[0; HEADER_BYTES]).is_err());
     }

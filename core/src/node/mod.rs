@@ -30,6 +30,7 @@ mod config;
 mod frame;
 mod group;
 pub mod meta;
+mod pending;
 mod stream_group;
 #[cfg(test)]
 mod tests;
@@ -42,21 +43,23 @@ pub use stream_group::GroupStats;
 
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId};
-use crate::raft::message::{Message, KIND_RAFT_MAX};
+use crate::raft::message::{decode_header, Message, KIND_RAFT_MAX};
 use crate::raft::{Applied, EntryKind, GroupId, Index, Membership, ProposeError, Role, Term};
 use crate::store::StoredMessage;
 use crate::stream::{ApplyOutcome, Publish, Purge, StreamConfig, StreamEntry, StreamInfo};
 use bytes::Bytes;
 use group::{Outbox, RaftGroup};
+use pending::PendingRequests;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
-use stream_group::{CheckpointWork, PendingRequest, StreamGroup};
+use stream_group::{CheckpointWork, StreamGroup};
 
 /// The meta group's id; stream groups are numbered by the meta index that created them.
 pub const META_GROUP: GroupId = 0;
+/// Entries applied per `poll_apply`, so one busy group cannot hold the node for long.
 const APPLY_BATCH_ENTRIES: usize = 1024;
 /// Background work items waiting at once (one checkpoint per group at most).
 const WORK_QUEUE_MAX: usize = meta::STREAMS_MAX;
@@ -195,7 +198,7 @@ pub struct Node<D: Disk> {
     rng: ChaCha8Rng,
     meta: RaftGroup<D>,
     meta_state: MetaState,
-    meta_pending: BTreeMap<Index, PendingRequest>,
+    meta_pending: PendingRequests,
     meta_failed: Option<String>,
     meta_since_snapshot: u64,
     streams: BTreeMap<GroupId, StreamGroup<D>>,
@@ -227,7 +230,7 @@ impl<D: Disk> Node<D> {
             disk,
             meta,
             meta_state: MetaState::default(),
-            meta_pending: BTreeMap::new(),
+            meta_pending: PendingRequests::default(),
             meta_failed: None,
             meta_since_snapshot: 0,
             streams: BTreeMap::new(),
@@ -264,7 +267,7 @@ impl<D: Disk> Node<D> {
 
     /// A frame from peer `from`. Invalid frames are dropped (and counted).
     pub fn handle_frame(&mut self, now: MonoTime, from: NodeId, frame: Bytes) {
-        let h = match frame::header(&frame) {
+        let h = match decode_header(&frame) {
             Ok(h) if h.from == from && h.to == self.cfg.id => h,
             Ok(h) => return self.drop_frame(from, &format!("addressed {} → {}", h.from, h.to)),
             Err(e) => return self.drop_frame(from, &e.to_string()),
@@ -278,15 +281,18 @@ impl<D: Disk> Node<D> {
                 if let Err(e) = self.meta.raft.handle_message(now, msg) {
                     self.drop_frame(from, &e.to_string());
                 }
-                self.pump_meta(now);
-                self.reconcile(now);
-            } else if let Some(g) = self.streams.get_mut(&h.group) {
-                if let Err(e) = g.group.raft.handle_message(now, msg) {
-                    self.stats.frames_dropped += 1;
-                    tracing::debug!(from, group = h.group, error = %e, "raft message dropped");
+                // Heartbeats change nothing: replicas are reconciled only when the meta
+                // state moved.
+                if self.pump_meta(now) {
+                    self.reconcile(now);
                 }
+            } else if let Some(g) = self.streams.get_mut(&h.group) {
+                let result = g.group.raft.handle_message(now, msg);
                 g.pump(now, &mut self.outbox);
                 self.collect_replies(h.group);
+                if let Err(e) = result {
+                    self.drop_frame(from, &format!("group {}: {e}", h.group));
+                }
             }
             // A group this node does not (yet) hold: its create has not applied here. The
             // sender retries.
@@ -310,11 +316,8 @@ impl<D: Disk> Node<D> {
     /// Timers. Call at least every heartbeat interval.
     pub fn tick(&mut self, now: MonoTime, wall_ns: i64) {
         self.meta.raft.tick(now);
-        let expired: Vec<Index> =
-            self.meta_pending.iter().filter(|(_, p)| p.deadline <= now).map(|(i, _)| *i).collect();
-        for i in expired {
-            let p = self.meta_pending.remove(&i).expect("listed");
-            self.reply(p.request, Reply::Failed(ClientError::Timeout));
+        for request in self.meta_pending.take_expired(now) {
+            self.reply(request, Reply::Failed(ClientError::Timeout));
         }
         self.pump_meta(now);
         self.maybe_checkpoint_meta(now);
@@ -405,12 +408,12 @@ impl<D: Disk> Node<D> {
         let (index, term) =
             self.meta.raft.propose(now, Bytes::from(entry.encode())).map_err(ClientError::from_propose)?;
         let request = self.new_request();
-        let p = PendingRequest { term, request, deadline: now + self.cfg.request_timeout };
-        if let Some(old) = self.meta_pending.insert(index, p) {
-            self.reply(old.request, Reply::Failed(ClientError::LeadershipLost));
+        if let Some(lost) = self.meta_pending.insert(index, term, request, now + self.cfg.request_timeout) {
+            self.reply(lost, Reply::Failed(ClientError::LeadershipLost));
         }
-        self.pump_meta(now);
-        self.reconcile(now);
+        if self.pump_meta(now) {
+            self.reconcile(now);
+        }
         Ok(request)
     }
 
@@ -569,7 +572,10 @@ impl<D: Disk> Node<D> {
             assert_eq!(*id, g.def.group);
             g.group.raft.check_invariants();
             g.machine.check_invariants();
-            assert!(g.pending.keys().all(|i| *i > g.group.raft.applied_index()), "an applied request unanswered");
+            assert!(
+                g.pending.first_index().is_none_or(|i| i > g.group.raft.applied_index()),
+                "an applied request unanswered"
+            );
         }
         let pending: usize = self.meta_pending.len() + self.streams.values().map(|g| g.pending.len()).sum::<usize>();
         assert!(pending <= self.outstanding, "{pending} pending requests, {} outstanding", self.outstanding);
@@ -577,28 +583,29 @@ impl<D: Disk> Node<D> {
 
     // ----- meta group -----------------------------------------------------------------
 
-    fn pump_meta(&mut self, now: MonoTime) {
+    /// Runs the meta group's actions and applies what committed; `true` if the meta state
+    /// changed (the caller then reconciles the replicas this node holds).
+    fn pump_meta(&mut self, now: MonoTime) -> bool {
         self.meta.drive(now, &mut self.outbox);
         if let Some(e) = &self.meta.failed {
             if self.meta_failed.is_none() {
                 self.meta_failed = Some(e.to_string());
                 tracing::error!(node = self.cfg.id, error = %e, "meta group stopped");
             }
-            return;
+            return false;
         }
+        let mut changed = false;
         while self.meta_failed.is_none() {
             let Some(applied) = self.meta.raft.poll_apply(APPLY_BATCH_ENTRIES) else { break };
+            changed = true;
             match applied {
                 Applied::Snapshot(s) => match MetaState::decode(&s.data) {
                     Ok(state) => {
                         self.meta_state = state;
                         self.meta_since_snapshot = 0;
                         self.scan_orphans = true;
-                        let covered: Vec<Index> =
-                            self.meta_pending.range(..=s.meta.last_index).map(|(i, _)| *i).collect();
-                        for i in covered {
-                            let p = self.meta_pending.remove(&i).expect("listed");
-                            self.reply(p.request, Reply::Failed(ClientError::OutcomeUnknown));
+                        for request in self.meta_pending.take_through(s.meta.last_index) {
+                            self.reply(request, Reply::Failed(ClientError::OutcomeUnknown));
                         }
                     }
                     Err(e) => {
@@ -618,19 +625,20 @@ impl<D: Disk> Node<D> {
                 }
             }
         }
+        changed
     }
 
     fn answer_meta(&mut self, index: Index, term: Term, outcome: Option<MetaOutcome>) {
-        let Some(p) = self.meta_pending.remove(&index) else { return };
+        let Some((request, own)) = self.meta_pending.take(index, term) else { return };
         let reply = match outcome {
-            Some(outcome) if p.term == term => match outcome {
+            Some(outcome) if own => match outcome {
                 MetaOutcome::Created { group } | MetaOutcome::AlreadyExists { group } => Reply::StreamCreated { group },
                 MetaOutcome::Deleted { group } => Reply::StreamDeleted { group },
                 MetaOutcome::Rejected { reason } => Reply::Rejected { reason },
             },
             _ => Reply::Failed(ClientError::LeadershipLost),
         };
-        self.reply(p.request, reply);
+        self.reply(request, reply);
     }
 
     fn maybe_checkpoint_meta(&mut self, now: MonoTime) {
@@ -714,8 +722,8 @@ impl<D: Disk> Node<D> {
     fn close_stream(&mut self, id: GroupId, now: MonoTime, reopen: bool) {
         let Some(mut g) = self.streams.remove(&id) else { return };
         self.incarnations.remove(&id);
-        for (_, p) in std::mem::take(&mut g.pending) {
-            g.replies.push_back((p.request, Reply::Failed(ClientError::OutcomeUnknown)));
+        for request in g.pending.take_all() {
+            g.replies.push_back((request, Reply::Failed(ClientError::OutcomeUnknown)));
         }
         while let Some((request, reply)) = g.replies.pop_front() {
             self.reply(request, reply);

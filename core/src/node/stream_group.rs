@@ -16,7 +16,8 @@ use super::config::NodeConfig;
 use super::frame::{CatchupBody, CatchupFrame};
 use super::group::{GroupRecovery, Outbox, RaftGroup};
 use super::meta::StreamDef;
-use super::{ClientError, Reply, RequestId};
+use super::pending::PendingRequests;
+use super::{ClientError, Reply, RequestId, APPLY_BATCH_ENTRIES};
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId, FRAME_BYTES_MAX};
 use crate::raft::{Applied, Checkpoint, CheckpointError, EntryKind, Index, Membership, Role, Term};
@@ -24,18 +25,9 @@ use crate::stream::{
     ApplyOutcome, CatchupRequest, RestoreOutcome, StreamEntry, StreamError, StreamMachine, StreamSnapshot,
 };
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Entries applied per `poll_apply`, so one busy group cannot hold the node for long.
-const APPLY_BATCH_ENTRIES: usize = 1024;
-
-pub(super) struct PendingRequest {
-    pub term: Term,
-    pub request: RequestId,
-    pub deadline: MonoTime,
-}
 
 /// This replica's catch-up: one request outstanding, to one peer at a time.
 struct Catchup {
@@ -61,7 +53,7 @@ pub(super) struct StreamGroup<D: Disk> {
     pub group: RaftGroup<D>,
     pub machine: StreamMachine<D>,
     /// Leader only: proposals awaiting their outcome, by log index.
-    pub pending: BTreeMap<Index, PendingRequest>,
+    pub pending: PendingRequests,
     catchup: Option<Catchup>,
     next_attempt: u64,
     /// Flow control: content bytes asked for per chunk.
@@ -127,7 +119,7 @@ impl<D: Disk> StreamGroup<D> {
             def,
             group,
             machine,
-            pending: BTreeMap::new(),
+            pending: PendingRequests::default(),
             catchup: None,
             next_attempt: 1,
             chunk_bytes: cfg.catchup_chunk_bytes,
@@ -222,11 +214,8 @@ impl<D: Disk> StreamGroup<D> {
         timeout: Duration,
     ) -> Result<(), ClientError> {
         let (index, term) = self.group.raft.propose(now, Bytes::from(data)).map_err(ClientError::from_propose)?;
-        let previous = self.pending.insert(index, PendingRequest { term, request, deadline: now + timeout });
-        assert!(previous.as_ref().is_none_or(|p| p.term < term), "index {index} proposed twice in term {term}");
-        if let Some(p) = previous {
-            // A proposal from an earlier term at this index was overwritten: it is lost.
-            self.replies.push_back((p.request, Reply::Failed(ClientError::LeadershipLost)));
+        if let Some(lost) = self.pending.insert(index, term, request, now + timeout) {
+            self.replies.push_back((lost, Reply::Failed(ClientError::LeadershipLost)));
         }
         Ok(())
     }
@@ -250,10 +239,8 @@ impl<D: Disk> StreamGroup<D> {
                     self.stats.snapshots_restored += 1;
                     let index = snapshot.meta.last_index;
                     // Proposals the snapshot covers committed or not: nobody can tell now.
-                    let covered: Vec<Index> = self.pending.range(..=index).map(|(i, _)| *i).collect();
-                    for i in covered {
-                        let p = self.pending.remove(&i).expect("listed");
-                        self.replies.push_back((p.request, Reply::Failed(ClientError::OutcomeUnknown)));
+                    for request in self.pending.take_through(index) {
+                        self.replies.push_back((request, Reply::Failed(ClientError::OutcomeUnknown)));
                     }
                     let snap = match StreamSnapshot::decode(&snapshot.data) {
                         Ok(s) => s,
@@ -304,12 +291,12 @@ impl<D: Disk> StreamGroup<D> {
     /// one that committed there, else as lost.
     fn answer(&mut self, index: Index, term: Term, outcome: Option<ApplyOutcome>) {
         // Indices below were all answered when they applied; one above cannot be waiting yet.
-        let Some(p) = self.pending.remove(&index) else { return };
+        let Some((request, own)) = self.pending.take(index, term) else { return };
         let reply = match outcome {
-            Some(outcome) if p.term == term => Reply::from_outcome(outcome),
+            Some(outcome) if own => Reply::from_outcome(outcome),
             _ => Reply::Failed(ClientError::LeadershipLost),
         };
-        self.replies.push_back((p.request, reply));
+        self.replies.push_back((request, reply));
     }
 
     /// Timers: request deadlines, catch-up retries, `Expire` proposals, snapshot policy.
@@ -321,10 +308,8 @@ impl<D: Disk> StreamGroup<D> {
         outbox: &mut Outbox,
     ) -> Option<CheckpointWork> {
         self.group.raft.tick(now);
-        let expired: Vec<Index> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(i, _)| *i).collect();
-        for i in expired {
-            let p = self.pending.remove(&i).expect("listed");
-            self.replies.push_back((p.request, Reply::Failed(ClientError::Timeout)));
+        for request in self.pending.take_expired(now) {
+            self.replies.push_back((request, Reply::Failed(ClientError::Timeout)));
         }
         if self.failed.is_some() {
             return None;
