@@ -129,9 +129,54 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn buggify(&self, site: &'static str) -> bool;
 }
 
+/// BUGGIFY for synchronous code that holds no `Env` (the node driver): whether the rare path
+/// `site` is forced for `key`, as a pure function of (seed, site, key), so a run replays
+/// exactly whatever order things are asked in. `OFF` (the default, and production) never
+/// fires; a simulator turns it on with a rate. Code must be correct either way: a site only
+/// takes a path that is legal anyway, earlier or more often than it would be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buggify {
+    seed: u64,
+    fire_ppm: u32,
+}
+
+impl Buggify {
+    pub const OFF: Buggify = Buggify { seed: 0, fire_ppm: 0 };
+
+    /// Fires for about `fire_ppm` in a million (site, key) pairs.
+    pub fn new(seed: u64, fire_ppm: u32) -> Buggify {
+        assert!(fire_ppm <= 1_000_000, "fire_ppm {fire_ppm} above one million");
+        Buggify { seed, fire_ppm }
+    }
+
+    pub fn fires(&self, site: &str, key: u64) -> bool {
+        if self.fire_ppm == 0 {
+            return false;
+        }
+        let mut h = crate::format::fnv::Fnv64::new();
+        h.u64(self.seed);
+        h.bytes(site.as_bytes());
+        h.u64(key);
+        // FNV's low bits mix poorly; a multiply moves the well-mixed bits up.
+        let x = h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        x % 1_000_000 < u64::from(self.fire_ppm)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buggify_is_off_by_default_and_fires_at_about_its_rate() {
+        assert!((0..10_000).all(|k| !Buggify::OFF.fires("site", k)));
+        let b = Buggify::new(42, 250_000);
+        let fired = (0..10_000).filter(|k| b.fires("site", *k)).count();
+        assert!((2_000..3_000).contains(&fired), "{fired} of 10,000 at 25%");
+        // A pure function: the same question, the same answer; another site, other answers.
+        assert!((0..100).all(|k| b.fires("site", k) == Buggify::new(42, 250_000).fires("site", k)));
+        assert!((0..100).any(|k| b.fires("site", k) != b.fires("other", k)));
+    }
 
     #[test]
     fn mono_time_arithmetic_saturates() {

@@ -17,7 +17,7 @@ pub use crate::raft_cluster::Violation;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice_core::env::{MonoTime, NodeId};
+use sluice_core::env::{Buggify, MonoTime, NodeId};
 use sluice_core::format::fnv::Fnv64;
 use sluice_core::node::{ClientError, Node, NodeConfig, Reply, RequestId, SnapshotPolicy};
 use sluice_core::raft::storage::LogConfig;
@@ -47,6 +47,9 @@ pub struct NodeClusterParams {
     pub sync: SyncPolicy,
     /// Probability per step that queued background work runs.
     pub work_ppm: u32,
+    /// Rate at which the nodes' BUGGIFY sites fire (e.g. a failed catch-up asks for a newer
+    /// snapshot at once instead of after whole rounds).
+    pub buggify_ppm: u32,
 }
 
 impl NodeClusterParams {
@@ -64,6 +67,7 @@ impl NodeClusterParams {
             snapshot_entries: [16, 64, 100_000][rng.gen_range(0..3)],
             sync: if rng.gen_bool(0.5) { SyncPolicy::OnSnapshot } else { SyncPolicy::Always },
             work_ppm: [100_000, 900_000][rng.gen_range(0..2)],
+            buggify_ppm: [0, 300_000][rng.gen_range(0..2)],
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct NodeRunStats {
     pub crashes: usize,
     pub snapshots_restored: u64,
     pub catchups_completed: u64,
+    /// Catch-ups that asked the leader for a newer snapshot.
+    pub snapshot_requests: u64,
     pub compactions: u64,
     pub trace_hash: u64,
 }
@@ -115,6 +121,7 @@ pub struct NodeCluster {
 fn node_config(id: NodeId, n: usize, params: &NodeClusterParams) -> NodeConfig {
     let mut cfg = NodeConfig::new(id, 1..=n as u64, format!("n{id}"));
     cfg.seed = params.seed.wrapping_mul(31).wrapping_add(id);
+    cfg.buggify = Buggify::new(cfg.seed, params.buggify_ppm);
     cfg.raft.election_timeout_min = Duration::from_millis(300);
     cfg.raft.election_timeout_max = Duration::from_millis(600);
     cfg.raft.heartbeat_interval = Duration::from_millis(100);
@@ -211,6 +218,7 @@ impl NodeCluster {
             if let Ok(info) = n.stream_info(STREAM) {
                 self.stats.snapshots_restored += info.stats.snapshots_restored;
                 self.stats.catchups_completed += info.stats.catchups_completed;
+                self.stats.snapshot_requests += info.stats.snapshot_requests;
                 self.stats.compactions += info.stats.compactions;
             }
         }

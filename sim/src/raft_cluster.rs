@@ -428,22 +428,7 @@ impl RaftCluster {
         while live.ios.first().is_some_and(|p| p.done_at <= now) {
             let p = live.ios.remove(0);
             let io = p.io;
-            let result = (|| {
-                if let Some(s) = &io.snapshot {
-                    live.storage.install_snapshot(s)?;
-                }
-                if let Some(t) = io.truncate_from {
-                    live.storage.truncate_from(t)?;
-                }
-                if !io.entries.is_empty() {
-                    live.storage.append(&io.entries, io.commit_claim)?;
-                    live.storage.sync()?;
-                }
-                if let Some(hs) = io.hard_state {
-                    live.storage.set_hard_state(hs)?;
-                }
-                Ok::<(), sluice_core::raft::storage::RaftStorageError>(())
-            })();
+            let result = live.storage.persist(&io);
             if let Err(e) = result {
                 return Err(Violation { seed: self.params.seed, step, what: format!("n{id} storage failed: {e}") });
             }

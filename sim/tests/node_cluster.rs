@@ -21,7 +21,7 @@ fn seeds() -> std::ops::Range<u64> {
 fn acknowledged_publishes_survive_crashes() {
     let seeds = seeds();
     let n = seeds.end - seeds.start;
-    let (mut acked, mut crashes, mut restored, mut catchups, mut compactions) = (0, 0, 0, 0, 0);
+    let (mut acked, mut crashes, mut restored, mut catchups, mut compactions, mut requests) = (0, 0, 0, 0, 0, 0);
     for seed in seeds.clone() {
         let params = NodeClusterParams::from_seed(seed, STEPS);
         let stats = match NodeCluster::new(params.clone()).run() {
@@ -34,16 +34,18 @@ fn acknowledged_publishes_survive_crashes() {
         restored += stats.snapshots_restored;
         catchups += stats.catchups_completed;
         compactions += stats.compactions;
+        requests += stats.snapshot_requests;
     }
     eprintln!(
         "node cluster: seeds {seeds:?}, {acked} publishes acknowledged, {crashes} crashes, {compactions} compactions, \
-         {restored} snapshots restored, {catchups} catch-ups completed"
+         {restored} snapshots restored, {catchups} catch-ups completed, {requests} newer snapshots asked for"
     );
     // The sweep must have exercised what it claims to check.
     if n >= SEEDS {
         assert!(crashes > n as usize, "only {crashes} crashes");
         assert!(compactions > n, "only {compactions} compactions");
         assert!(restored > 0 && catchups > 0, "{restored} snapshots restored, {catchups} catch-ups");
+        assert!(requests > 0, "no catch-up fell back to asking for a newer snapshot");
     }
 }
 

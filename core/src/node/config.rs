@@ -1,7 +1,7 @@
 //! A node's configuration: who is in the cluster, where data lives, and the timing and
 //! snapshot policy of its Raft groups. Validated once, by `Node::open`.
 
-use crate::env::NodeId;
+use crate::env::{Buggify, NodeId};
 use crate::raft::storage::LogConfig;
 use crate::raft::{RaftConfig, PEERS_MAX};
 use std::collections::BTreeSet;
@@ -52,10 +52,17 @@ pub struct NodeConfig {
     pub catchup_chunk_bytes: u64,
     /// A catch-up request unanswered in this time is sent to the next peer.
     pub catchup_timeout: Duration,
+    /// After this many whole rounds through the peers without a chunk that made progress,
+    /// a catch-up falls back to asking the leader for a newer snapshot (and again after
+    /// every further round). The range it needs may be gone from every peer, and a newer
+    /// snapshot can start past it.
+    pub catchup_rounds_before_snapshot: u32,
     /// Client requests (publishes, creates, deletes) awaiting their reply, per node.
     pub requests_max: usize,
     /// Seeds every random choice the node makes (election timeouts, snapshot jitter).
     pub seed: u64,
+    /// Rare paths forced on purpose (simulation only; `Buggify::OFF` in production).
+    pub buggify: Buggify,
 }
 
 impl NodeConfig {
@@ -71,8 +78,10 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             catchup_chunk_bytes: 1024 * 1024,
             catchup_timeout: Duration::from_secs(2),
+            catchup_rounds_before_snapshot: 3,
             requests_max: 64 * 1024,
             seed: id,
+            buggify: Buggify::OFF,
         }
     }
 
@@ -97,6 +106,9 @@ impl NodeConfig {
         }
         if self.catchup_chunk_bytes == 0 || self.catchup_chunk_bytes > CATCHUP_CHUNK_REQUEST_BYTES_MAX {
             return Err(format!("catchup_chunk_bytes must be 1..={CATCHUP_CHUNK_REQUEST_BYTES_MAX}"));
+        }
+        if self.catchup_rounds_before_snapshot == 0 {
+            return Err("catchup_rounds_before_snapshot must be non-zero".into());
         }
         if self.requests_max == 0 {
             return Err("requests_max must be non-zero".into());

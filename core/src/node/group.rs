@@ -1,8 +1,8 @@
 //! One Raft group on this node: the state machine and its log storage, and the loop that
 //! executes the state machine's actions. Shared by the meta group and every stream group.
 //!
-//! Persist actions run inline, in the order `PersistIo` prescribes (install snapshot,
-//! truncate, append + sync, hard state), and only then is `handle_persisted` reported, so no
+//! Persist actions run inline (`RaftStorage::persist`, in the order `PersistIo`
+//! prescribes), and only then is `handle_persisted` reported, so no
 //! message that promises durability leaves before its write is synced. A storage error
 //! latches the group as failed: nothing more is persisted or acknowledged, and the owner
 //! reopens the group from disk (the Raft log recovers like the store: cut at the first bad
@@ -83,22 +83,7 @@ impl<D: Disk> RaftGroup<D> {
                     if self.failed.is_some() {
                         continue; // never acknowledge anything after a storage failure
                     }
-                    let result = (|| {
-                        if let Some(s) = &io.snapshot {
-                            self.storage.install_snapshot(s)?;
-                        }
-                        if let Some(t) = io.truncate_from {
-                            self.storage.truncate_from(t)?;
-                        }
-                        if !io.entries.is_empty() {
-                            self.storage.append(&io.entries, io.commit_claim)?;
-                            self.storage.sync()?;
-                        }
-                        if let Some(hs) = io.hard_state {
-                            self.storage.set_hard_state(hs)?;
-                        }
-                        Ok::<(), RaftStorageError>(())
-                    })();
+                    let result = self.storage.persist(&io);
                     match result {
                         Ok(()) => self.raft.handle_persisted(now, io.id),
                         Err(e) => {

@@ -19,7 +19,7 @@ use super::meta::StreamDef;
 use super::pending::PendingRequests;
 use super::{ClientError, Reply, RequestId, APPLY_BATCH_ENTRIES};
 use crate::disk::Disk;
-use crate::env::{MonoTime, NodeId, FRAME_BYTES_MAX};
+use crate::env::{Buggify, MonoTime, NodeId, FRAME_BYTES_MAX};
 use crate::raft::{Applied, Checkpoint, CheckpointError, EntryKind, Index, Membership, Role, Term};
 use crate::stream::{
     ApplyOutcome, CatchupRequest, RestoreOutcome, StreamEntry, StreamError, StreamMachine, StreamSnapshot,
@@ -40,6 +40,12 @@ struct Catchup {
     rotation: usize,
     /// Failed attempts since the last chunk that made progress.
     failures: u32,
+}
+
+impl Catchup {
+    fn new(now: MonoTime) -> Catchup {
+        Catchup { attempt: 0, peer: None, sent_at: now, rotation: 0, failures: 0 }
+    }
 }
 
 /// A checkpoint captured by the apply loop, waiting for its background work.
@@ -73,6 +79,7 @@ pub(super) struct StreamGroup<D: Disk> {
     /// Replies ready for the node to hand out.
     pub replies: VecDeque<(RequestId, Reply)>,
     pub stats: GroupStats,
+    buggify: Buggify,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,6 +88,8 @@ pub struct GroupStats {
     pub catchups_completed: u64,
     pub catchup_chunks: u64,
     pub catchup_failures: u64,
+    /// Catch-ups that could not progress and asked the leader for a newer snapshot.
+    pub snapshot_requests: u64,
     pub chunks_served: u64,
     pub checkpoints: u64,
     pub compactions: u64,
@@ -133,6 +142,7 @@ impl<D: Disk> StreamGroup<D> {
             checkpoint_queued: false,
             replies: VecDeque::new(),
             stats: GroupStats::default(),
+            buggify: cfg.buggify,
         };
         g.update_campaign();
         Ok((g, recovery))
@@ -232,7 +242,9 @@ impl<D: Disk> StreamGroup<D> {
     }
 
     fn apply(&mut self, now: MonoTime, outbox: &mut Outbox) {
-        while self.failed.is_none() && self.catchup.is_none() {
+        // While catching up, only a newer snapshot (asked for when the catch-up could not
+        // progress) may be applied: it replaces the catch-up's target.
+        while self.failed.is_none() && (self.catchup.is_none() || self.group.raft.snapshot_ready()) {
             let Some(applied) = self.group.raft.poll_apply(APPLY_BATCH_ENTRIES) else { return };
             match applied {
                 Applied::Snapshot(snapshot) => {
@@ -248,14 +260,17 @@ impl<D: Disk> StreamGroup<D> {
                     };
                     match self.machine.restore(&snap) {
                         Ok(RestoreOutcome::Ready { truncated_msgs, .. }) => {
+                            if self.catchup.take().is_some() {
+                                tracing::info!(stream = %self.name(), index, "a newer snapshot ended the catch-up");
+                                self.update_campaign();
+                            }
                             if truncated_msgs > 0 {
                                 tracing::info!(stream = %self.name(), index, truncated_msgs, "store truncated back to the snapshot; the log replays the rest");
                             }
                         }
                         Ok(RestoreOutcome::NeedCatchup { from_seq, to_seq }) => {
                             tracing::info!(stream = %self.name(), index, from_seq, to_seq, "store behind the snapshot; catching up from peers");
-                            self.catchup =
-                                Some(Catchup { attempt: 0, peer: None, sent_at: now, rotation: 0, failures: 0 });
+                            self.catchup = Some(Catchup::new(now));
                             self.update_campaign();
                             self.send_catchup_request(now, outbox);
                         }
@@ -318,12 +333,13 @@ impl<D: Disk> StreamGroup<D> {
             self.fail(format!("store tick: {e}"));
             return None;
         }
-        if let Some(c) = &mut self.catchup {
+        if let Some(c) = &self.catchup {
             if now.saturating_since(c.sent_at) >= cfg.catchup_timeout {
-                c.failures += 1;
-                c.rotation += 1;
-                self.stats.catchup_failures += 1;
-                self.send_catchup_request(now, outbox);
+                if c.peer.is_some() {
+                    self.catchup_attempt_failed(now, cfg, outbox, true);
+                } else {
+                    self.send_catchup_request(now, outbox); // the pause after a refused round
+                }
             }
         }
         self.maybe_expire(now, wall_ns, cfg);
@@ -353,7 +369,8 @@ impl<D: Disk> StreamGroup<D> {
         let since = applied.saturating_sub(self.group.raft.log().snapshot_index());
         let due = self.since_snapshot_entries >= policy.entries
             || self.since_snapshot_bytes >= policy.bytes
-            || (now >= self.next_snapshot_at && since > 0);
+            || (now >= self.next_snapshot_at && since > 0)
+            || (self.group.raft.snapshot_wanted() && since > 0);
         if !due && !self.group.raft.should_force_checkpoint() {
             return None;
         }
@@ -441,6 +458,9 @@ impl<D: Disk> StreamGroup<D> {
         order.extend(self.def.peers.iter().copied().filter(|p| *p != me && Some(*p) != leader));
         let attempt = self.next_attempt;
         self.next_attempt += 1;
+        if self.buggify.fires("catchup-snapshot-request", self.def.group.rotate_left(32) ^ attempt) {
+            self.request_newer_snapshot(); // legal at any time; normally only after failures
+        }
         let c = self.catchup.as_mut().expect("catching up");
         c.attempt = attempt;
         c.sent_at = now;
@@ -484,31 +504,50 @@ impl<D: Disk> StreamGroup<D> {
                     }
                     Err(e) => {
                         tracing::warn!(stream = %self.name(), peer = frame.from, error = %e, "catch-up chunk refused");
-                        self.next_peer(now, outbox);
+                        self.catchup_attempt_failed(now, cfg, outbox, false);
                     }
                 }
             }
             CatchupBody::Unavailable => {
                 let Some(c) = &self.catchup else { return };
                 if c.attempt == frame.attempt && c.peer == Some(frame.from) {
-                    self.next_peer(now, outbox);
+                    self.catchup_attempt_failed(now, cfg, outbox, false);
                 }
             }
         }
     }
 
-    fn next_peer(&mut self, now: MonoTime, outbox: &mut Outbox) {
+    /// The outstanding request failed: refused, answered with a chunk this replica cannot
+    /// use, or unanswered for `catchup_timeout`. The next peer is asked; after a round in
+    /// which every peer refused, after a pause of `catchup_timeout`. After
+    /// `catchup_rounds_before_snapshot` rounds without progress, and after every round
+    /// from then on, the leader is asked for a newer snapshot as well: catch-up goes on
+    /// meanwhile, and the snapshot replaces its target when it comes.
+    fn catchup_attempt_failed(&mut self, now: MonoTime, cfg: &NodeConfig, outbox: &mut Outbox, timed_out: bool) {
+        let others = self.def.peers.len().saturating_sub(1).max(1) as u32;
         let c = self.catchup.as_mut().expect("catching up");
         c.failures += 1;
         c.rotation += 1;
         self.stats.catchup_failures += 1;
-        if c.failures as usize % self.def.peers.len().max(1) == 0 {
+        let (failures, round_done) = (c.failures, c.failures % others == 0);
+        if round_done && failures / others >= cfg.catchup_rounds_before_snapshot {
+            tracing::warn!(stream = %self.name(), failures, "catch-up cannot progress; asking the leader for a newer snapshot");
+            self.request_newer_snapshot();
+        }
+        let c = self.catchup.as_mut().expect("catching up");
+        if round_done && !timed_out {
             // Every peer refused in turn: wait for the timeout before the next round.
             c.peer = None;
             c.sent_at = now;
             return;
         }
         self.send_catchup_request(now, outbox);
+    }
+
+    fn request_newer_snapshot(&mut self) {
+        if self.group.raft.request_snapshot() {
+            self.stats.snapshot_requests += 1;
+        }
     }
 
     /// Serves a peer's request from this replica's store, and tells Raft a catch-up is

@@ -5,6 +5,7 @@
 //! restarts, delete, snapshots with compaction, and catch-up over the network.
 
 use super::*;
+use crate::disk::DiskFile;
 use crate::os::OsDisk;
 use crate::testutil::temp_root;
 use std::collections::BTreeSet;
@@ -178,11 +179,30 @@ impl Cluster {
     }
 
     fn create(&mut self, name: &str, replicas: usize) -> GroupId {
-        let config = StreamConfig::new(name, [format!("{name}.>")]);
+        self.create_with(StreamConfig::new(name, [format!("{name}.>")]), replicas)
+    }
+
+    fn create_with(&mut self, config: StreamConfig, replicas: usize) -> GroupId {
         match self.request(|n, now, _| n.create_stream(now, config.clone(), replicas)) {
             Reply::StreamCreated { group } => group,
-            other => panic!("create {name}: {other:?}"),
+            other => panic!("create {}: {other:?}", config.name),
         }
+    }
+
+    /// Inverts every byte of the block files node `id` holds for `group` now: every message
+    /// in them fails its checksum when read.
+    fn corrupt_store_blocks(&self, id: NodeId, group: GroupId) -> usize {
+        let dir = std::path::PathBuf::from(format!("n{id}/streams/{group}/store"));
+        let mut corrupted = 0;
+        for name in self.disk.list_dir(&dir).unwrap().into_iter().filter(|n| n.ends_with(".blk")) {
+            let file = self.disk.open(&dir.join(&name), crate::disk::OpenMode::ReadWrite).unwrap();
+            let mut bytes = vec![0; file.len().unwrap() as usize];
+            file.read_exact_at(&mut bytes, 0).unwrap();
+            bytes.iter_mut().for_each(|b| *b = !*b);
+            file.write_at(&bytes, 0).unwrap();
+            corrupted += 1;
+        }
+        corrupted
     }
 
     fn publish(&mut self, name: &str, payload: &str, msg_id: &str) -> Reply {
@@ -379,6 +399,62 @@ fn snapshots_compact_the_log_and_a_lagging_follower_catches_up() {
     c.node(leader).transfer_stream_leader(now, "big", lagging).unwrap();
     assert!(c.run_until(Duration::from_secs(5), |c| c.stream_leader("big") == lagging));
     assert_eq!(c.publish_ok("big", "after", ""), 201);
+}
+
+/// The range a lagging replica must fetch is unreadable on every peer (corrupt blocks), so
+/// its catch-up fails round after round. It falls back to asking the leader for a newer
+/// snapshot, which replaces the stale target; once the stream's limits have pushed the lost
+/// range out, the newer snapshot starts past it and one catch-up completes. (Without the
+/// fallback the retries also end, once the peers report the range as gone, but only after
+/// finishing the stale catch-up and a second one: `catchups_completed` is 2.)
+#[test]
+fn a_catchup_no_peer_can_serve_falls_back_to_a_newer_snapshot() {
+    let mut c = Cluster::new("node-fallback", 3, manual_snapshots());
+    c.meta_leader();
+    let mut config = StreamConfig::new("lost", ["lost.>"]);
+    config.store.limits.max_msgs = Some(50);
+    config.store.block_size_bytes = 1024;
+    let group = c.create_with(config, 3);
+    let leader = c.stream_leader("lost");
+    let lagging = if leader == 1 { 2 } else { 1 };
+    let sources: Vec<NodeId> = (1..=3).filter(|id| *id != lagging).collect();
+    c.cut.insert(lagging);
+    for i in 1..=200 {
+        assert_eq!(c.publish_ok("lost", &format!("payload number {i:04}"), ""), i);
+    }
+    for &id in &sources {
+        let now = c.now;
+        c.node(id).force_snapshot(now, "lost").unwrap();
+    }
+    c.step();
+    for &id in &sources {
+        assert!(c.corrupt_store_blocks(id, group) > 0, "node {id} has block files");
+    }
+    c.cut.clear();
+    let asked = c.run_until(Duration::from_secs(10), |c| {
+        c.node(lagging).stream_info("lost").is_ok_and(|i| i.stats.snapshot_requests > 0)
+    });
+    let info = c.node(lagging).stream_info("lost").unwrap();
+    assert!(asked, "the catch-up never fell back to a snapshot request: {info:?}");
+    assert_eq!(info.stream.catching_up, Some((151, 200)), "{info:?}");
+    assert!(info.stats.catchup_failures >= 6, "three rounds through two peers: {info:?}");
+    assert_eq!(info.stats.catchups_completed, 0);
+    // New publishes push the lost range out (max_msgs 50); the next snapshot starts past it.
+    for i in 201..=300 {
+        assert_eq!(c.publish_ok("lost", &format!("payload number {i:04}"), ""), i);
+    }
+    let (_, hash) = c.converged("lost");
+    let info = c.node(lagging).stream_info("lost").unwrap();
+    assert!(info.stats.snapshots_restored >= 2, "{info:?}");
+    assert_eq!(info.stats.catchups_completed, 1, "{info:?}");
+    assert_eq!(info.stream.catching_up, None);
+    assert_eq!((info.stream.state.first_seq, info.stream.state.last_seq), (251, 300));
+    assert_eq!(info.stream.state.msgs, 50);
+    let m = c.node(lagging).get_message("lost", 300).unwrap().unwrap();
+    assert_eq!(m.payload, Bytes::from("payload number 0300"));
+    assert_eq!(c.node(lagging).stream_state_hash("lost").unwrap().1, hash);
+    let served: u64 = sources.iter().map(|id| c.node(*id).stream_info("lost").unwrap().stats.chunks_served).sum();
+    assert!(served > 0, "the peers served the range after the newer snapshot");
 }
 
 #[test]

@@ -69,6 +69,11 @@ pub enum Body {
     },
     /// Leader transfer: the receiver should start an election now, skipping pre-vote.
     TimeoutNow,
+    /// A follower asks for a snapshot newer than its applied index `above` (its
+    /// application could not rebuild its state from the last one).
+    SnapshotRequest {
+        above: Index,
+    },
 }
 
 impl Body {
@@ -81,6 +86,7 @@ impl Body {
             Body::InstallSnapshot { .. } => 5,
             Body::SnapshotResponse { .. } => 6,
             Body::TimeoutNow => 7,
+            Body::SnapshotRequest { .. } => 8,
         }
     }
 }
@@ -192,6 +198,7 @@ impl Message {
             }
             Body::SnapshotResponse { last_index } => out.put_u64_le(*last_index),
             Body::TimeoutNow => {}
+            Body::SnapshotRequest { above } => out.put_u64_le(*above),
         }
         out.freeze()
     }
@@ -277,6 +284,7 @@ impl Message {
             }
             6 => Body::SnapshotResponse { last_index: r.u64()? },
             7 => Body::TimeoutNow,
+            8 => Body::SnapshotRequest { above: r.u64()? },
             kind => return Err(WireError::UnknownKind { kind }),
         };
         if r.remaining() != 0 {
@@ -462,7 +470,11 @@ mod tests {
                 "7374"
             )
         );
-        for m in [vote, snap] {
+        let ask = Message { group: 9, from: 2, to: 1, term: 2, body: Body::SnapshotRequest { above: 20 } };
+        let bytes = ask.encode();
+        assert_eq!(bytes[1], 8, "kind: snapshot request");
+        assert_eq!(hex(&bytes[HEADER_BYTES..]), "1400000000000000");
+        for m in [vote, snap, ask] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
         }
     }
@@ -494,7 +506,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         /// No input panics the decoder; whatever decodes re-encodes to the same bytes.
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), kind in 1u8..8) {
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), kind in 1u8..9) {
             let mut frame = bytes;
             if frame.len() >= 2 {
                 frame[0] = WIRE_VERSION;

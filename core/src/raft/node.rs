@@ -42,7 +42,9 @@ pub enum Role {
 }
 
 /// Writes the driver must make durable, in this order: snapshot (replacing the whole log),
-/// truncation, entries, then hard state. Then it calls `handle_persisted(id)`.
+/// truncation, entries (synced), adopted snapshot (saved, then the log compacted through
+/// it), then hard state. Then it calls `handle_persisted(id)`. `RaftStorage::persist` is
+/// that order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistIo {
     pub id: IoId,
@@ -50,6 +52,10 @@ pub struct PersistIo {
     pub truncate_from: Option<Index>,
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
+    /// A leader's snapshot this follower asked for, at an index its log already holds with
+    /// the same term: saved, and the log compacted through it, keeping the entries after it
+    /// (they may count toward a commit quorum, so they must not be dropped).
+    pub adopt_snapshot: Option<Snapshot>,
     /// A commit index this node knows; stored with the entries so recovery can tell a cut
     /// that lost committed entries from one that lost only unacknowledged ones.
     pub commit_claim: Index,
@@ -57,7 +63,11 @@ pub struct PersistIo {
 
 impl PersistIo {
     fn is_empty(&self) -> bool {
-        self.snapshot.is_none() && self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+        self.snapshot.is_none()
+            && self.truncate_from.is_none()
+            && self.entries.is_empty()
+            && self.adopt_snapshot.is_none()
+            && self.hard_state.is_none()
     }
 }
 
@@ -172,6 +182,11 @@ pub struct Raft {
     applied: Index,
     /// Entries through this index of the current log are durable.
     persisted: Index,
+    /// The snapshot file through this index is durable: the state machine may load it.
+    snapshot_durable: Index,
+    /// Follower only: the application asked the leader for a snapshot newer than this
+    /// applied index (its catch-up from peers failed; see `request_snapshot`).
+    snapshot_request: Option<Index>,
     next_io: IoId,
     pending_ios: VecDeque<PendingIo>,
     building: Option<PersistIo>,
@@ -229,6 +244,8 @@ impl Raft {
             commit,
             applied: 0,
             persisted: last,
+            snapshot_durable: log.snapshot_index(),
+            snapshot_request: None,
             next_io: 1,
             pending_ios: VecDeque::new(),
             building: None,
@@ -336,7 +353,8 @@ impl Raft {
             let pending = self.pending_ios.back_mut().expect("the building io is pending");
             assert_eq!(pending.id, io.id);
             pending.last_index = io.entries.last().map_or(0, |e| e.index);
-            pending.snapshot_index = io.snapshot.as_ref().map(|s| s.meta.last_index);
+            pending.snapshot_index =
+                io.snapshot.iter().chain(io.adopt_snapshot.iter()).map(|s| s.meta.last_index).max();
             self.outbox.push_back(Action::Persist(io));
         }
         self.outbox.pop_front()
@@ -348,7 +366,7 @@ impl Raft {
     pub fn poll_apply(&mut self, max_entries: usize) -> Option<Applied> {
         let snapshot_index = self.log.snapshot_index();
         if self.applied < snapshot_index {
-            if self.persisted < snapshot_index {
+            if self.snapshot_durable < snapshot_index {
                 return None; // an installed snapshot that is not durable yet
             }
             self.applied = snapshot_index;
@@ -467,6 +485,7 @@ impl Raft {
             self.persisted = self.persisted.max(io.last_index);
             if let Some(s) = io.snapshot_index {
                 self.persisted = self.persisted.max(s);
+                self.snapshot_durable = self.snapshot_durable.max(s);
             }
         }
         self.persisted = self.persisted.min(self.log.last_index());
@@ -539,6 +558,10 @@ impl Raft {
                 self.handle_snapshot_response(now, from, last_index);
                 Ok(())
             }
+            Body::SnapshotRequest { above } => {
+                self.handle_snapshot_request(now, from, above);
+                Ok(())
+            }
             Body::TimeoutNow => {
                 if self.role != Role::Leader && self.can_campaign() {
                     self.start_election(now, true);
@@ -577,6 +600,10 @@ impl Raft {
             },
             data,
         });
+        self.snapshot_durable = self.snapshot_durable.max(cp.index);
+        if self.progress.values().any(|p| p.snapshot_wanted_above.is_some()) {
+            self.need_broadcast = true; // a follower asked for a snapshot; this may be it
+        }
         if !cp.forced && self.catchups_running(now, cp.index) {
             // NATS checks only at creation; a catch-up that started since would lose the
             // entries it is being sent. Keep the snapshot, skip the compaction.
@@ -613,6 +640,33 @@ impl Raft {
 
     pub fn checkpoint_in_progress(&self) -> bool {
         self.checkpoints.in_progress()
+    }
+
+    /// Follower: asks the leader for a snapshot newer than this node's applied index, for
+    /// an application that cannot rebuild its state from the current one (its catch-up
+    /// from peers failed). The snapshot, when it comes, is installed even though the log
+    /// already holds its entries, and `poll_apply` returns it. Not retried: the caller asks
+    /// again if nothing came. False if there is no leader to ask.
+    pub fn request_snapshot(&mut self) -> bool {
+        let Some(leader) = self.leader.filter(|l| self.role == Role::Follower && *l != self.cfg.id) else {
+            return false;
+        };
+        self.snapshot_request = Some(self.applied);
+        self.send_now(leader, Body::SnapshotRequest { above: self.applied });
+        true
+    }
+
+    /// Leader: a follower asked for a snapshot newer than the current one, so the
+    /// application should take a checkpoint.
+    pub fn snapshot_wanted(&self) -> bool {
+        let snapshot = self.log.snapshot_index();
+        self.role == Role::Leader
+            && self.progress.values().any(|p| p.snapshot_wanted_above.is_some_and(|a| a >= snapshot))
+    }
+
+    /// `poll_apply` would return a snapshot: one was installed and is durable.
+    pub fn snapshot_ready(&self) -> bool {
+        self.applied < self.log.snapshot_index() && self.snapshot_durable >= self.log.snapshot_index()
     }
 
     /// The application is serving a catch-up to `peer` until `until` (or stops: `None`).
@@ -788,6 +842,7 @@ impl Raft {
         assert_eq!(self.hs.vote, self.cfg.id, "a leader voted for itself in its term");
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
+        self.snapshot_request = None;
         self.votes.clear();
         self.progress.clear();
         self.sync_progress_with_membership();
@@ -885,15 +940,19 @@ impl Raft {
         let next = p.next_index;
         let prev = next - 1;
         let known = if next < self.log.first_index() { None } else { self.log.term(prev) };
-        let Some(prev_term) = known else {
-            // Compacted: only a snapshot can bring this follower up to date.
+        let wanted = p.snapshot_wanted_above.is_some_and(|above| self.log.snapshot_index() > above);
+        let room = p.inflight.len() < self.cfg.inflight_appends_max;
+        if wanted {
+            self.progress.get_mut(&peer).expect("checked").snapshot_wanted_above = None;
+        }
+        let Some(prev_term) = known.filter(|_| !wanted) else {
+            // Compacted (or asked for): only a snapshot can bring this follower up to date.
             let snapshot = self.log.snapshot().clone();
             let index = snapshot.meta.last_index;
             self.progress.get_mut(&peer).expect("checked").snapshot_sent = Some((index, now));
             self.send_now(peer, Body::InstallSnapshot { snapshot });
             return;
         };
-        let room = p.inflight.len() < self.cfg.inflight_appends_max;
         let entries = if room { self.next_batch(next) } else { Vec::new() };
         if entries.is_empty() {
             if heartbeat {
@@ -1112,12 +1171,25 @@ impl Raft {
             return Err(MessageError::ProtocolViolation { from, what: format!("snapshot {meta:?}") });
         }
         let index = meta.last_index;
+        let requested = self.snapshot_request.is_some() && index > self.applied;
+        if requested && index > self.log.snapshot_index() && self.log.term(index) == Some(meta.last_term) {
+            // Asked for, and our log holds its last entry: the entries through `index` match
+            // the leader's (log matching), so they are committed. Keep the entries after it.
+            self.snapshot_request = None;
+            self.log.set_snapshot(snapshot.clone());
+            self.log.compact_through(index);
+            self.commit = self.commit.max(index);
+            self.io().adopt_snapshot = Some(snapshot);
+            self.send_after_io(from, Body::SnapshotResponse { last_index: index });
+            return Ok(());
+        }
         if index <= self.commit || self.log.term(index) == Some(meta.last_term) {
             // We already hold everything the snapshot covers.
             self.commit = self.commit.max(index.min(self.log.last_index()));
             self.send_after_io(from, Body::SnapshotResponse { last_index: index.min(self.log.last_index()) });
             return Ok(());
         }
+        self.snapshot_request = None;
         self.log.reset_to(snapshot.clone());
         self.commit = self.commit.max(index);
         // Nothing of the old log counts as durable any more; the snapshot will be.
@@ -1128,6 +1200,7 @@ impl Raft {
         let io = self.io();
         io.entries.clear();
         io.truncate_from = None;
+        io.adopt_snapshot = None; // at or below the commit index, so below this one
         io.snapshot = Some(snapshot);
         self.send_after_io(from, Body::SnapshotResponse { last_index: index });
         Ok(())
@@ -1145,6 +1218,18 @@ impl Raft {
         p.match_index = p.match_index.max(last_index.min(last));
         p.next_index = p.match_index + 1;
         self.maybe_commit(now);
+        self.send_append(now, from, false);
+    }
+
+    /// A follower wants a snapshot newer than its applied index `above`: it is sent as soon
+    /// as this leader's snapshot is newer (the application sees `snapshot_wanted`).
+    fn handle_snapshot_request(&mut self, now: MonoTime, from: NodeId, above: Index) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_heard = Some(now);
+        p.snapshot_wanted_above = Some(above);
         self.send_append(now, from, false);
     }
 
@@ -1249,6 +1334,8 @@ impl Raft {
         assert!(self.commit <= last, "commit {} beyond last {last}", self.commit);
         assert!(self.applied <= self.commit, "applied {} beyond commit {}", self.applied, self.commit);
         assert!(self.persisted <= last, "persisted {} beyond last {last}", self.persisted);
+        assert!(self.snapshot_durable <= self.log.snapshot_index(), "a durable snapshot beyond the log's");
+        assert!(self.snapshot_request.is_none() || self.role != Role::Leader, "a leader asks nobody for snapshots");
         assert!(self.hs.vote == 0 || self.role != Role::Leader || self.hs.vote == self.cfg.id);
         if self.role == Role::Leader {
             for p in self.progress.values() {

@@ -21,6 +21,8 @@ pub struct Progress {
     pub inflight_since: MonoTime,
     /// An InstallSnapshot was sent at this time for this index and not yet answered.
     pub snapshot_sent: Option<(Index, MonoTime)>,
+    /// The follower asked for a snapshot newer than this index (`Body::SnapshotRequest`).
+    pub snapshot_wanted_above: Option<Index>,
 }
 
 impl Progress {
@@ -32,6 +34,7 @@ impl Progress {
             last_heard: None,
             inflight_since: MonoTime::ZERO,
             snapshot_sent: None,
+            snapshot_wanted_above: None,
         }
     }
 

@@ -32,6 +32,10 @@ impl MemStorage {
             assert_eq!(e.index, base + self.entries.len() as u64 + 1, "storage appends are contiguous");
             self.entries.push(e.clone());
         }
+        if let Some(s) = &io.adopt_snapshot {
+            self.entries.retain(|e| e.index > s.meta.last_index);
+            self.snapshot = Some(s.clone());
+        }
         if let Some(hs) = io.hard_state {
             self.hs = hs;
         }
@@ -58,6 +62,8 @@ struct Harness {
     sent: Vec<Message>,
     down: BTreeSet<NodeId>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Nodes whose committed entries are left unapplied (an application catching up).
+    hold_apply: BTreeSet<NodeId>,
     now: MonoTime,
 }
 
@@ -87,6 +93,7 @@ impl Harness {
             sent: Vec::new(),
             down: BTreeSet::new(),
             applied: BTreeMap::new(),
+            hold_apply: BTreeSet::new(),
             now,
         }
     }
@@ -114,7 +121,7 @@ impl Harness {
                     }
                 }
                 let raft = self.nodes.get_mut(&id).unwrap();
-                while let Some(a) = raft.poll_apply(1000) {
+                while let Some(a) = if self.hold_apply.contains(&id) { None } else { raft.poll_apply(1000) } {
                     if let Applied::Entries(es) = a {
                         self.applied.entry(id).or_default().extend(es);
                     }
@@ -490,6 +497,89 @@ fn a_follower_behind_the_compacted_log_gets_the_snapshot() {
     assert_eq!(r.log().snapshot_index(), cp.index);
     assert_eq!(r.log().snapshot().data, Bytes::from_static(b"state"));
     assert_eq!(h.storage[&lagger].snapshot.as_ref().map(|s| s.meta.last_index), Some(cp.index));
+}
+
+/// A follower whose application cannot rebuild its state from the snapshot it has (its
+/// catch-up from peers failed) asks for a newer one. The leader sends its next snapshot even
+/// though the follower's log holds those entries; the follower adopts it, keeps the entries
+/// after it (they may count toward a commit), and applies it only once it is durable.
+#[test]
+fn a_follower_that_asks_adopts_a_newer_snapshot_and_keeps_its_log() {
+    let (mut h, leader) = committed_cluster();
+    let asker = if leader == 3 { 2 } else { 3 };
+    let other = [1, 2, 3].into_iter().find(|id| *id != leader && *id != asker).unwrap();
+    h.hold_apply.insert(asker);
+    let now = h.now;
+    for i in 0..10u8 {
+        h.raft(leader).propose(now, Bytes::from(vec![50 + i])).unwrap();
+    }
+    h.settle();
+    h.advance(Duration::from_millis(300));
+    let above = h.nodes[&asker].applied_index();
+    assert!(h.nodes[&asker].commit_index() > above, "the asker holds committed entries it has not applied");
+    assert!(h.raft(asker).request_snapshot());
+    assert!(!h.raft(leader).request_snapshot(), "a leader has nobody to ask");
+    h.settle();
+    assert!(h.nodes[&leader].snapshot_wanted(), "no snapshot newer than {above} yet");
+    let now = h.now;
+    let cp = h.raft(leader).create_checkpoint(now, false).unwrap();
+    assert!(cp.index > above);
+    for i in 0..3u8 {
+        h.raft(leader).propose(now, Bytes::from(vec![90 + i])).unwrap();
+    }
+    h.settle();
+    h.advance(Duration::from_millis(300));
+    let last = h.nodes[&leader].log().last_index();
+    assert_eq!(h.nodes[&asker].log().last_index(), last);
+    h.raft(leader).checkpoint_saved(now, cp.generation, Bytes::from_static(b"newer")).unwrap();
+    assert!(!h.nodes[&leader].snapshot_wanted());
+    // Deliver by hand to look between the install and its durability.
+    let mut install = None;
+    while let Some(action) = h.raft(leader).poll_action(now) {
+        match action {
+            Action::Send(m) if matches!(m.body, Body::InstallSnapshot { .. }) => install = Some(m),
+            Action::Send(m) => h.net.push_back(m),
+            Action::Persist(io) => {
+                h.storage.get_mut(&leader).unwrap().apply(&io);
+                h.raft(leader).handle_persisted(now, io.id);
+            }
+        }
+    }
+    let install = install.expect("the leader sends its new snapshot to the asker");
+    assert_eq!(install.to, asker);
+    h.raft(asker).handle_message(now, install).unwrap();
+    let r = h.raft(asker);
+    assert_eq!(r.log().snapshot_index(), cp.index);
+    assert_eq!(r.log().last_index(), last, "the entries after the snapshot are kept");
+    assert!(!r.snapshot_ready(), "not durable yet");
+    assert_eq!(r.poll_apply(1000), None);
+    let Some(Action::Persist(io)) = r.poll_action(now) else { panic!("the adoption is persisted first") };
+    assert!(io.snapshot.is_none(), "the log is not replaced");
+    assert_eq!(io.adopt_snapshot.as_ref().map(|s| s.meta.last_index), Some(cp.index));
+    h.storage.get_mut(&asker).unwrap().apply(&io);
+    h.raft(asker).handle_persisted(now, io.id);
+    let stored = &h.storage[&asker];
+    assert_eq!(stored.snapshot.as_ref().map(|s| s.meta.last_index), Some(cp.index));
+    assert_eq!(stored.entries.last().map(|e| e.index), Some(last));
+    let r = h.raft(asker);
+    assert!(r.snapshot_ready());
+    match r.poll_apply(1000) {
+        Some(Applied::Snapshot(s)) => assert_eq!(s.data, Bytes::from_static(b"newer")),
+        other => panic!("expected the snapshot, got {other:?}"),
+    }
+    match r.poll_apply(1000) {
+        Some(Applied::Entries(es)) => {
+            assert_eq!(es.first().map(|e| e.index), Some(cp.index + 1));
+            assert_eq!(es.last().map(|e| e.index), Some(last));
+        }
+        other => panic!("expected the entries after the snapshot, got {other:?}"),
+    }
+    h.hold_apply.clear();
+    h.settle();
+    assert!(
+        !h.sent.iter().any(|m| m.to == other && matches!(m.body, Body::InstallSnapshot { .. })),
+        "a follower that did not ask is not sent a snapshot it does not need"
+    );
 }
 
 #[test]

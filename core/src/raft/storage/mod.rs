@@ -82,6 +82,7 @@ use crate::format::raftlog::{
     encode_hard_state, encode_record, encode_snapshot, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES,
     SNAPSHOT_DATA_BYTES_MAX,
 };
+use crate::raft::node::PersistIo;
 use crate::raft::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term, ENTRY_DATA_BYTES_MAX, PEERS_MAX};
 use files::{replace_file, segment_name, snapshot_name, HARD_STATE_FILES};
 use std::collections::BTreeSet;
@@ -447,6 +448,29 @@ impl<D: Disk> RaftStorage<D> {
         if removed || self.log_dir_dirty {
             self.disk.sync_dir(&self.log_dir).map_err(|e| RaftStorageError::disk(&self.log_dir, None, e))?;
             self.log_dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Executes one `PersistIo` in the order it prescribes (see its docs). Durable on
+    /// return; the caller then reports `handle_persisted(io.id)`.
+    pub fn persist(&mut self, io: &PersistIo) -> Result<(), RaftStorageError> {
+        if let Some(s) = &io.snapshot {
+            self.install_snapshot(s)?;
+        }
+        if let Some(t) = io.truncate_from {
+            self.truncate_from(t)?;
+        }
+        if !io.entries.is_empty() {
+            self.append(&io.entries, io.commit_claim)?;
+            self.sync()?;
+        }
+        if let Some(s) = &io.adopt_snapshot {
+            self.save_snapshot(s)?;
+            self.compact_through(s.meta.last_index)?;
+        }
+        if let Some(hs) = io.hard_state {
+            self.set_hard_state(hs)?;
         }
         Ok(())
     }
