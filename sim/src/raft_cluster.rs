@@ -50,6 +50,9 @@ pub struct ClusterParams {
     pub transfer_ppm: u32,
     /// Persist ios complete after a random delay instead of at once.
     pub slow_io: bool,
+    /// Chance per step that a follower stops applying and asks the leader for a newer
+    /// snapshot (what a stream whose catch-up failed does).
+    pub snapshot_request_ppm: u32,
 }
 
 impl ClusterParams {
@@ -68,6 +71,7 @@ impl ClusterParams {
             checkpoint_ppm: [5_000, 30_000][rng.gen_range(0..2)],
             transfer_ppm: [0, 2_000][rng.gen_range(0..2)],
             slow_io: rng.gen_bool(0.5),
+            snapshot_request_ppm: [0, 20_000][rng.gen_range(0..2)],
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct RunStats {
     pub leaders: usize,
     pub crashes: usize,
     pub snapshots_installed: usize,
+    /// Snapshots a follower asked for and applied.
+    pub snapshots_requested_applied: usize,
     pub compactions: usize,
     pub trace_hash: u64,
 }
@@ -129,6 +135,8 @@ struct Live {
     /// The application: a hash over applied entries, and the index it covers.
     app_index: Index,
     app_hash: u64,
+    /// Asked for a newer snapshot: applies nothing until it is ready or until this time.
+    stalled_until: Option<MonoTime>,
 }
 
 /// The safety checker's global view.
@@ -231,7 +239,15 @@ impl RaftCluster {
             self.now,
         )
         .map_err(|e| format!("node {}: {e}", node.id))?;
-        node.live = Some(Live { raft, storage, ios: Vec::new(), background: None, app_index: 0, app_hash: 0 });
+        node.live = Some(Live {
+            raft,
+            storage,
+            ios: Vec::new(),
+            background: None,
+            app_index: 0,
+            app_hash: 0,
+            stalled_until: None,
+        });
         Ok(())
     }
 
@@ -315,7 +331,6 @@ impl RaftCluster {
     }
 
     fn client(&mut self, step: usize) {
-        let _ = step;
         if self.chance(self.params.propose_ppm) {
             let leader = self.nodes.iter().position(|n| n.live.as_ref().is_some_and(|l| l.raft.role() == Role::Leader));
             if let Some(i) = leader {
@@ -337,8 +352,25 @@ impl RaftCluster {
                 let _ = live.raft.transfer_leadership(now, target);
             }
         }
-        if self.chance(self.params.checkpoint_ppm) {
+        if self.chance(self.params.snapshot_request_ppm) {
             let i = self.rng.gen_range(0..self.nodes.len());
+            let stall = Duration::from_millis(self.rng.gen_range(100..3_000));
+            let now = self.now;
+            if let Some(live) = &mut self.nodes[i].live {
+                if live.stalled_until.is_none() && live.raft.request_snapshot() {
+                    live.stalled_until = Some(now + stall);
+                    self.trace.record(format_args!("{step} n{} asks for a snapshot", self.nodes[i].id));
+                }
+            }
+        }
+        // A leader asked for a snapshot checkpoints soon, as the stream's policy does.
+        let wanted = self.nodes.iter().position(|n| n.live.as_ref().is_some_and(|l| l.raft.snapshot_wanted()));
+        let chosen = match wanted {
+            Some(i) if self.chance(100_000) => Some(i),
+            _ if self.chance(self.params.checkpoint_ppm) => Some(self.rng.gen_range(0..self.nodes.len())),
+            _ => None,
+        };
+        if let Some(i) = chosen {
             let now = self.now;
             let delay = Duration::from_millis(self.rng.gen_range(0..500));
             if let Some(live) = &mut self.nodes[i].live {
@@ -465,6 +497,16 @@ impl RaftCluster {
     fn apply(&mut self, i: usize, step: usize) -> Result<(), Violation> {
         let id = self.nodes[i].id;
         let Some(live) = &mut self.nodes[i].live else { return Ok(()) };
+        if let Some(until) = live.stalled_until {
+            let ready = live.raft.snapshot_ready();
+            if !ready && self.now < until {
+                return Ok(());
+            }
+            live.stalled_until = None;
+            if ready {
+                self.stats.snapshots_requested_applied += 1;
+            }
+        }
         while let Some(applied) = live.raft.poll_apply(64) {
             match applied {
                 Applied::Snapshot(s) => {

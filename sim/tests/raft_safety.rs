@@ -1,6 +1,7 @@
 //! Raft safety across 500 seeds of the in-process driver (sim/src/raft_cluster.rs): 3- and
 //! 5-node groups under message loss, duplication, reordering, partitions, crashes with every
-//! faultfs crash mode, restarts, leader transfers, and checkpoints with log compaction.
+//! faultfs crash mode, restarts, leader transfers, checkpoints with log compaction, and
+//! followers that stop applying and ask for a newer snapshot.
 //! Checked after every step: one leader per term, committed entries never change, a new
 //! leader holds every committed entry, replicas agree on the state at each applied index.
 
@@ -15,6 +16,7 @@ fn raft_safety_over_500_seeds() {
     let mut crashes = 0;
     let mut compactions = 0;
     let mut installs = 0;
+    let mut requested = 0;
     for seed in 0..SEEDS {
         let params = ClusterParams::from_seed(seed, STEPS);
         let stats = match RaftCluster::new(params.clone()).run() {
@@ -26,12 +28,17 @@ fn raft_safety_over_500_seeds() {
         crashes += stats.crashes;
         compactions += stats.compactions;
         installs += stats.snapshots_installed;
+        requested += stats.snapshots_requested_applied;
     }
     // The sweep as a whole must have exercised the paths it claims to check.
     assert!(crashes > SEEDS as usize, "only {crashes} crashes");
     assert!(compactions > SEEDS as usize / 2, "only {compactions} compactions");
     assert!(installs > 50, "only {installs} snapshot installs");
-    eprintln!("raft safety: {SEEDS} seeds, {committed_total} entries committed, {crashes} crashes, {compactions} compactions, {installs} snapshots applied");
+    assert!(requested > 10, "only {requested} snapshots asked for and applied");
+    eprintln!(
+        "raft safety: {SEEDS} seeds, {committed_total} entries committed, {crashes} crashes, {compactions} compactions, \
+         {installs} snapshots applied ({requested} of them asked for)"
+    );
 }
 
 #[test]
