@@ -3,6 +3,7 @@
 //! deterministic simulator.
 //!
 //! Modules:
+//! * [`archive`]: stream backup archives (S2-compressed tar), written and read defensively;
 //! * [`disk`]: the `Disk` boundary, its contract and conformance suite;
 //! * [`env`]: clock, network, background work and BUGGIFY boundaries;
 //! * [`format`]: on-disk formats as pure encode/decode functions;
@@ -11,6 +12,7 @@
 //! * [`stream`]: the replicated stream's state machine (entries, dedupe, snapshot, catch-up);
 //! * [`os`]: the production binding (the only module that touches the operating system).
 
+pub mod archive;
 pub mod disk;
 pub mod env;
 pub mod format;
