@@ -74,6 +74,30 @@ pub struct ArchivedState {
     pub bytes: u64,
 }
 
+impl ArchivedState {
+    /// The counts describe a possible stream: sequences start at 1, an empty one has
+    /// `first_seq == last_seq + 1`, and the messages fit the range.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = self;
+        if s.first_seq == 0 || s.last_seq.checked_add(1).is_none_or(|next| s.first_seq > next) {
+            return Err(format!("inconsistent state {s:?}"));
+        }
+        if s.msgs > s.last_seq + 1 - s.first_seq {
+            return Err(format!("{} messages cannot fit sequences {}..={}", s.msgs, s.first_seq, s.last_seq));
+        }
+        Ok(())
+    }
+
+    /// Message `seq` may follow message `prev` (0 before the first): sequences increase
+    /// and stay within the range.
+    pub fn check_next(&self, prev: u64, seq: u64) -> Result<(), String> {
+        if seq <= prev || seq < self.first_seq || seq > self.last_seq {
+            return Err(format!("sequence {seq} after {prev} or outside {}..={}", self.first_seq, self.last_seq));
+        }
+        Ok(())
+    }
+}
+
 impl From<StreamState> for ArchivedState {
     fn from(s: StreamState) -> Self {
         ArchivedState { first_seq: s.first_seq, last_seq: s.last_seq, msgs: s.msgs, bytes: s.bytes }

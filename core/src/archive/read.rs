@@ -35,7 +35,6 @@ impl ArchiveReader {
         let (mut msgs, mut last_seq) = (0u64, 0u64);
         let mut next_chunk = 0u64;
         loop {
-            let position = next_chunk;
             let Some(entry) = entries.next() else {
                 let member = if state.is_none() { MANIFEST_MEMBER } else { END_MEMBER };
                 return Err(ArchiveError::invalid(member, 0, "missing: the archive was cut short"));
@@ -48,7 +47,7 @@ impl ArchiveReader {
             let size = entry.header().size().map_err(|e| ArchiveError::invalid(&name, 0, e.to_string()))?;
             let expected = match state {
                 None => MANIFEST_MEMBER.to_owned(),
-                Some(_) => chunk_name(position),
+                Some(_) => chunk_name(next_chunk),
             };
             let bound = if name.ends_with(".json") { JSON_MEMBER_BYTES_MAX } else { CHUNK_BYTES_MAX };
             if name != expected && !(state.is_some() && name == END_MEMBER) {
@@ -94,16 +93,7 @@ impl ArchiveReader {
                     let mut at = 0usize;
                     while at < data.len() {
                         let m = parse_record(&data, at).map_err(|r| ArchiveError::invalid(&name, at as u64, r))?;
-                        if m.seq <= last_seq || m.seq < s.first_seq || m.seq > s.last_seq {
-                            return Err(ArchiveError::invalid(
-                                &name,
-                                at as u64,
-                                format!(
-                                    "sequence {} after {last_seq} or outside {}..={}",
-                                    m.seq, s.first_seq, s.last_seq
-                                ),
-                            ));
-                        }
+                        s.check_next(last_seq, m.seq).map_err(|r| ArchiveError::invalid(&name, at as u64, r))?;
                         let start = at as u64;
                         at += RECORD_HEADER_BYTES + m.subject.len() + m.headers.len() + m.payload.len();
                         last_seq = m.seq;
@@ -150,13 +140,7 @@ fn parse_manifest(data: &[u8]) -> Result<Manifest, ArchiveError> {
     }
     let m: Manifest = serde_json::from_slice(data).map_err(|e| bad(e.column() as u64, e.to_string()))?;
     m.config.validate().map_err(|e| bad(0, format!("stream config: {e}")))?;
-    let s = m.state;
-    if s.first_seq == 0 || s.last_seq.checked_add(1).is_none_or(|next| s.first_seq > next) {
-        return Err(bad(0, format!("inconsistent state {s:?}")));
-    }
-    if s.msgs > s.last_seq + 1 - s.first_seq {
-        return Err(bad(0, format!("{} messages cannot fit sequences {}..={}", s.msgs, s.first_seq, s.last_seq)));
-    }
+    m.state.validate().map_err(|reason| bad(0, reason))?;
     Ok(m)
 }
 

@@ -28,9 +28,7 @@ impl<W: Write> ArchiveWriter<W> {
         manifest.format = super::FORMAT_NAME.to_owned();
         manifest.version = super::FORMAT_VERSION;
         let state = manifest.state;
-        if state.first_seq == 0 || state.last_seq.checked_add(1).is_none_or(|next| state.first_seq > next) {
-            return Err(ArchiveError::invalid(MANIFEST_MEMBER, 0, format!("inconsistent state {state:?}")));
-        }
+        state.validate().map_err(|reason| ArchiveError::invalid(MANIFEST_MEMBER, 0, reason))?;
         let json = serde_json::to_vec(&manifest).expect("a manifest serializes");
         let mut w = ArchiveWriter {
             tar: tar::Builder::new(minlz::Writer::new(out)),
@@ -49,11 +47,8 @@ impl<W: Write> ArchiveWriter<W> {
     pub fn push(&mut self, m: &StoredMessage) -> Result<(), ArchiveError> {
         let at = self.chunk.len() as u64;
         let bad = |reason: String| Err(ArchiveError::invalid(&chunk_name(self.chunks_written), at, reason));
-        if m.seq <= self.last_seq || m.seq < self.state.first_seq || m.seq > self.state.last_seq {
-            return bad(format!(
-                "sequence {} after {} or outside {}..={}",
-                m.seq, self.last_seq, self.state.first_seq, self.state.last_seq
-            ));
+        if let Err(reason) = self.state.check_next(self.last_seq, m.seq) {
+            return bad(reason);
         }
         if m.subject.len() > SUBJECT_BYTES_MAX || m.headers.len() + m.payload.len() > MESSAGE_BYTES_MAX {
             return bad(format!("message {} exceeds the archive's bounds", m.seq));

@@ -369,8 +369,7 @@ impl<D: Disk> StreamGroup<D> {
         let since = applied.saturating_sub(self.group.raft.log().snapshot_index());
         let due = self.since_snapshot_entries >= policy.entries
             || self.since_snapshot_bytes >= policy.bytes
-            || (now >= self.next_snapshot_at && since > 0)
-            || (self.group.raft.snapshot_wanted() && since > 0);
+            || (since > 0 && (now >= self.next_snapshot_at || self.group.raft.snapshot_wanted()));
         if !due && !self.group.raft.should_force_checkpoint() {
             return None;
         }

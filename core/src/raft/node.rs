@@ -184,9 +184,9 @@ pub struct Raft {
     persisted: Index,
     /// The snapshot file through this index is durable: the state machine may load it.
     snapshot_durable: Index,
-    /// Follower only: the application asked the leader for a snapshot newer than this
+    /// Follower only: the application asked the leader for a snapshot newer than its
     /// applied index (its catch-up from peers failed; see `request_snapshot`).
-    snapshot_request: Option<Index>,
+    snapshot_requested: bool,
     next_io: IoId,
     pending_ios: VecDeque<PendingIo>,
     building: Option<PersistIo>,
@@ -245,7 +245,7 @@ impl Raft {
             applied: 0,
             persisted: last,
             snapshot_durable: log.snapshot_index(),
-            snapshot_request: None,
+            snapshot_requested: false,
             next_io: 1,
             pending_ios: VecDeque::new(),
             building: None,
@@ -366,7 +366,7 @@ impl Raft {
     pub fn poll_apply(&mut self, max_entries: usize) -> Option<Applied> {
         let snapshot_index = self.log.snapshot_index();
         if self.applied < snapshot_index {
-            if self.snapshot_durable < snapshot_index {
+            if !self.snapshot_ready() {
                 return None; // an installed snapshot that is not durable yet
             }
             self.applied = snapshot_index;
@@ -651,7 +651,7 @@ impl Raft {
         let Some(leader) = self.leader.filter(|l| self.role == Role::Follower && *l != self.cfg.id) else {
             return false;
         };
-        self.snapshot_request = Some(self.applied);
+        self.snapshot_requested = true;
         self.send_now(leader, Body::SnapshotRequest { above: self.applied });
         true
     }
@@ -842,7 +842,7 @@ impl Raft {
         assert_eq!(self.hs.vote, self.cfg.id, "a leader voted for itself in its term");
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
-        self.snapshot_request = None;
+        self.snapshot_requested = false;
         self.votes.clear();
         self.progress.clear();
         self.sync_progress_with_membership();
@@ -1171,11 +1171,11 @@ impl Raft {
             return Err(MessageError::ProtocolViolation { from, what: format!("snapshot {meta:?}") });
         }
         let index = meta.last_index;
-        let requested = self.snapshot_request.is_some() && index > self.applied;
+        let requested = self.snapshot_requested && index > self.applied;
         if requested && index > self.log.snapshot_index() && self.log.term(index) == Some(meta.last_term) {
             // Asked for, and our log holds its last entry: the entries through `index` match
             // the leader's (log matching), so they are committed. Keep the entries after it.
-            self.snapshot_request = None;
+            self.snapshot_requested = false;
             self.log.set_snapshot(snapshot.clone());
             self.log.compact_through(index);
             self.commit = self.commit.max(index);
@@ -1189,7 +1189,7 @@ impl Raft {
             self.send_after_io(from, Body::SnapshotResponse { last_index: index.min(self.log.last_index()) });
             return Ok(());
         }
-        self.snapshot_request = None;
+        self.snapshot_requested = false;
         self.log.reset_to(snapshot.clone());
         self.commit = self.commit.max(index);
         // Nothing of the old log counts as durable any more; the snapshot will be.
@@ -1335,7 +1335,7 @@ impl Raft {
         assert!(self.applied <= self.commit, "applied {} beyond commit {}", self.applied, self.commit);
         assert!(self.persisted <= last, "persisted {} beyond last {last}", self.persisted);
         assert!(self.snapshot_durable <= self.log.snapshot_index(), "a durable snapshot beyond the log's");
-        assert!(self.snapshot_request.is_none() || self.role != Role::Leader, "a leader asks nobody for snapshots");
+        assert!(!self.snapshot_requested || self.role != Role::Leader, "a leader asks nobody for snapshots");
         assert!(self.hs.vote == 0 || self.role != Role::Leader || self.hs.vote == self.cfg.id);
         if self.role == Role::Leader {
             for p in self.progress.values() {

@@ -71,6 +71,17 @@ fn cfg(id: NodeId) -> RaftConfig {
     RaftConfig::new(id)
 }
 
+/// A (non-pre-)vote request to node 1 of group 1.
+fn vote_to_1(from: NodeId, term: Term, last_index: Index, last_term: Term) -> Message {
+    Message {
+        group: 1,
+        from,
+        to: 1,
+        term,
+        body: Body::Vote { pre_vote: false, transfer: false, last_index, last_term },
+    }
+}
+
 impl Harness {
     fn new(ids: &[NodeId]) -> Harness {
         Harness::with_config(ids, cfg)
@@ -200,14 +211,7 @@ fn three_nodes_elect_replicate_and_apply() {
 fn a_vote_is_sent_only_after_the_term_and_vote_are_durable() {
     let mut h = Harness::new(&[1, 2, 3]);
     let now = h.now;
-    let vote = Message {
-        group: 1,
-        from: 2,
-        to: 1,
-        term: 5,
-        body: Body::Vote { pre_vote: false, transfer: false, last_index: 0, last_term: 0 },
-    };
-    h.raft(1).handle_message(now, vote).unwrap();
+    h.raft(1).handle_message(now, vote_to_1(2, 5, 0, 0)).unwrap();
     let first = h.raft(1).poll_action(now).unwrap();
     let Action::Persist(io) = first else { panic!("expected the vote to be persisted first, got {first:?}") };
     assert_eq!(io.hard_state.map(|hs| (hs.term, hs.vote)), Some((5, 2)));
@@ -216,14 +220,7 @@ fn a_vote_is_sent_only_after_the_term_and_vote_are_durable() {
     let Some(Action::Send(m)) = h.raft(1).poll_action(now) else { panic!() };
     assert_eq!(m.body, Body::VoteResponse { pre_vote: false, granted: true });
     // A second candidate in the same term is refused.
-    let vote3 = Message {
-        group: 1,
-        from: 3,
-        to: 1,
-        term: 5,
-        body: Body::Vote { pre_vote: false, transfer: false, last_index: 9, last_term: 4 },
-    };
-    h.raft(1).handle_message(now, vote3).unwrap();
+    h.raft(1).handle_message(now, vote_to_1(3, 5, 9, 4)).unwrap();
     let Some(Action::Send(m)) = h.raft(1).poll_action(now) else { panic!() };
     assert_eq!(m.body, Body::VoteResponse { pre_vote: false, granted: false });
 }
@@ -357,14 +354,7 @@ fn a_damaged_node_neither_votes_nor_campaigns() {
     let recovered = RecoveredLog { commit_floor: 10, ..Default::default() };
     let mut r = Raft::new(cfg(1), 1, Membership::new([1, 2, 3]), recovered, 1, now).unwrap();
     assert!(r.is_damaged());
-    let vote = Message {
-        group: 1,
-        from: 2,
-        to: 1,
-        term: 3,
-        body: Body::Vote { pre_vote: false, transfer: false, last_index: 0, last_term: 0 },
-    };
-    r.handle_message(now, vote).unwrap();
+    r.handle_message(now, vote_to_1(2, 3, 0, 0)).unwrap();
     let mut granted = false;
     while let Some(a) = r.poll_action(now) {
         match a {
