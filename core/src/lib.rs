@@ -4,6 +4,7 @@
 //!
 //! Modules:
 //! * [`archive`]: stream backup archives (S2-compressed tar), written and read defensively;
+//! * [`bugs`]: planted bugs for the simulator (feature `planted-bugs`, never in production);
 //! * [`disk`]: the `Disk` boundary, its contract and conformance suite;
 //! * [`env`]: clock, network, background work and BUGGIFY boundaries;
 //! * [`format`]: on-disk formats as pure encode/decode functions;
@@ -13,6 +14,7 @@
 //! * [`os`]: the production binding (the only module that touches the operating system).
 
 pub mod archive;
+pub mod bugs;
 pub mod disk;
 pub mod env;
 pub mod format;

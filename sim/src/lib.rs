@@ -7,6 +7,8 @@
 //! The cluster simulator (nodes, network faults, nemesis, checkers) builds on these.
 
 pub mod clock;
+pub mod cluster;
+pub mod invariants;
 pub mod node_cluster;
 pub mod raft_cluster;
 pub mod runtime;

@@ -12,6 +12,7 @@ use crate::trace::Trace;
 use crate::workload::{store_case, CaseParams, StoreCase};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sluice_core::bugs::Bug;
 use sluice_faultfs::FaultFs;
 
 /// Runs `f` inside a madsim runtime seeded with `seed`, on a fresh thread.
@@ -42,14 +43,29 @@ pub struct StoreSeedOutcome {
 /// store's clock is a `SimClock` with skew and drift drawn from the seed, and time moves with
 /// madsim's.
 pub fn run_store_seed(seed: u64, steps: usize, keep_lines: bool) -> StoreSeedOutcome {
-    in_madsim(seed, move || run_store_case_here(seed, steps, keep_lines))
+    run_store_seed_with_bug(seed, steps, keep_lines, None)
 }
 
-/// The body of [`run_store_seed`], for a caller already inside a madsim runtime.
-pub fn run_store_case_here(seed: u64, steps: usize, keep_lines: bool) -> StoreSeedOutcome {
+/// [`run_store_seed`] with a planted bug switched on for the run's thread.
+pub fn run_store_seed_with_bug(seed: u64, steps: usize, keep_lines: bool, bug: Option<Bug>) -> StoreSeedOutcome {
+    in_madsim(seed, move || {
+        sluice_core::bugs::set(bug);
+        let outcome = run_store_case_here(seed, steps, keep_lines, bug);
+        sluice_core::bugs::set(None);
+        outcome
+    })
+}
+
+/// The body of [`run_store_seed`], for a caller already inside a madsim runtime. The first
+/// trace line is a JSON header naming the run (`sluice-sim replay` reads it).
+pub fn run_store_case_here(seed: u64, steps: usize, keep_lines: bool, bug: Option<Bug>) -> StoreSeedOutcome {
     let case = store_case(seed, steps);
     let mut trace = Trace::new(keep_lines);
-    trace.record(format_args!("seed {seed} {}", CaseParams(&case)));
+    trace.record(format_args!(
+        "{{\"ev\":\"run\",\"scenario\":\"store-crash\",\"seed\":{seed},\"bug\":\"{}\",\"steps\":{steps},\"params\":{}}}",
+        bug.map_or("none", Bug::name),
+        serde_json::to_string(&CaseParams(&case).to_string()).expect("a string serializes")
+    ));
     let mut clock_rng = ChaCha8Rng::seed_from_u64(seed ^ CLOCK_STREAM);
     let skew_ns = clock_rng.gen_range(-5_000_000_000..5_000_000_000);
     let drift_ppm = clock_rng.gen_range(-200..200);

@@ -25,7 +25,7 @@ fn same_seed_same_trace() {
 fn madsim_determinism_check_passes() {
     madsim::runtime::Runtime::check_determinism(5, madsim::Config::default(), || async {
         let seed = madsim::runtime::Handle::current().seed();
-        let outcome = run_store_case_here(seed, 150, false);
+        let outcome = run_store_case_here(seed, 150, false, None);
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
         // Yield to the scheduler so madsim records draws across polls too.
         madsim::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -178,6 +178,9 @@ pub struct NodeStreamInfo {
     pub peers: Vec<NodeId>,
     pub leader: Option<NodeId>,
     pub role: Role,
+    pub term: Term,
+    /// The last index in this replica's Raft log (durable or not).
+    pub last_index: Index,
     pub commit_index: Index,
     pub applied_index: Index,
     pub stream: StreamInfo,
@@ -509,6 +512,15 @@ impl<D: Disk> Node<D> {
         self.meta.raft.role()
     }
 
+    pub fn meta_term(&self) -> Term {
+        self.meta.raft.term()
+    }
+
+    /// Why the meta group stopped (a disk error), if it did; a restart recovers it.
+    pub fn meta_failed(&self) -> Option<&str> {
+        self.meta_failed.as_deref()
+    }
+
     /// Stream info from this node's replica (a follower's may trail the leader's).
     pub fn stream_info(&self, name: &str) -> Result<NodeStreamInfo, ClientError> {
         let id = self.local_group(name)?;
@@ -519,6 +531,8 @@ impl<D: Disk> Node<D> {
             peers: g.def.peers.clone(),
             leader: r.leader(),
             role: r.role(),
+            term: r.term(),
+            last_index: r.log().last_index(),
             commit_index: r.commit_index(),
             applied_index: r.applied_index(),
             stream: g.machine.info(),

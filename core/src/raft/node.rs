@@ -781,7 +781,8 @@ impl Raft {
         debug_assert_eq!(term, self.hs.term);
         // A damaged node's log is shorter than what it once acknowledged: comparing a
         // candidate against it could elect a leader missing committed entries.
-        let granted = (self.hs.vote == 0 || self.hs.vote == from) && up_to_date && !self.is_damaged();
+        let damaged = self.is_damaged() && !crate::bugs::active(crate::bugs::Bug::DamagedNodeVotes);
+        let granted = (self.hs.vote == 0 || self.hs.vote == from) && up_to_date && !damaged;
         if granted {
             if self.hs.vote != from {
                 self.hs.vote = from;
@@ -1267,7 +1268,11 @@ impl Raft {
         if matches.len() < m.quorum() {
             return;
         }
-        let candidate = matches[m.quorum() - 1];
+        let candidate = if crate::bugs::active(crate::bugs::Bug::AckBeforeCommit) {
+            self.persisted // planted: the leader's own disk stands in for a quorum
+        } else {
+            matches[m.quorum() - 1]
+        };
         if candidate > self.commit && self.log.term(candidate) == Some(self.hs.term) {
             let newly: usize = self.log.range(self.commit + 1, candidate).map(|e| e.data.len()).sum();
             self.uncommitted_bytes -= newly;

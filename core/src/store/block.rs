@@ -241,7 +241,11 @@ impl<F: DiskFile> Block<F> {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         assert!(self.pending.is_empty(), "write the buffer before syncing");
         if self.dirty {
-            if let Err(e) = self.file.sync_data() {
+            let mut result = self.file.sync_data();
+            if result.is_err() && crate::bugs::active(crate::bugs::Bug::FsyncFailureBelieved) {
+                result = self.file.sync_data(); // planted: the retry "succeeds" without the dropped pages
+            }
+            if let Err(e) = result {
                 // Best effort: if even this fails the device is failing and nothing written
                 // after it can be acknowledged either (the store latches).
                 let _ = self.file.set_len(self.synced_bytes);

@@ -751,6 +751,9 @@ impl<D: Disk> FileStore<D> {
             self.removals.remove(0);
             self.dir_dirty = true;
         }
+        if self.dir_dirty && crate::bugs::active(crate::bugs::Bug::BlockDirNotSynced) {
+            self.dir_dirty = false; // planted: believes the directory is durable without syncing it
+        }
         if self.dir_dirty {
             if let Err(e) = self.disk.sync_dir(&self.dir) {
                 let error = StoreError::disk(&self.dir, None, e);

@@ -60,6 +60,10 @@ pub(super) fn replace_file<D: Disk>(disk: &D, dir: &Path, name: &str, bytes: &[u
         file.set_len(0).map_err(err)?;
     }
     file.write_at(bytes, 0).map_err(|e| RaftStorageError::disk(&tmp, Some(0), e))?;
+    if crate::bugs::active(crate::bugs::Bug::VoteBeforeSync) && name.starts_with("hard") {
+        // Planted: the vote is renamed into place but never made durable.
+        return disk.rename(&tmp, &path).map_err(|e| RaftStorageError::disk(&path, None, e));
+    }
     file.sync_data().map_err(err)?;
     disk.rename(&tmp, &path).map_err(|e| RaftStorageError::disk(&path, None, e))?;
     disk.sync_dir(dir).map_err(|e| RaftStorageError::disk(dir, None, e))

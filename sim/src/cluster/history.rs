@@ -1,0 +1,53 @@
+//! What the checkers see: per stream, every acknowledgement, the leaders seen per term, the
+//! highest commit index and term seen, and sampled replica states by applied index. Filled by
+//! the world as the run goes; read by `invariants`.
+
+use bytes::Bytes;
+use sluice_core::env::NodeId;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default)]
+pub struct StreamHistory {
+    pub name: String,
+    /// The stream drops old messages (max messages), so acknowledged ones may leave it.
+    pub limited: bool,
+    pub peers: Vec<NodeId>,
+    /// seq → id and id → seq of every acknowledged publish.
+    pub acked_seq: BTreeMap<u64, u64>,
+    pub acked_id: BTreeMap<u64, u64>,
+    /// Ids published and not yet acknowledged: retried with the same id until they are.
+    pub unacked: BTreeSet<u64>,
+    /// term → the node seen leading it.
+    pub leaders: BTreeMap<u64, NodeId>,
+    pub max_term: u64,
+    pub max_commit: u64,
+    pub max_last_index: u64,
+    /// applied index → (state hash, the first node seen with it).
+    pub hashes: BTreeMap<u64, (u64, NodeId)>,
+    /// While a majority of the replicas is down: the longest log there was when it went down.
+    pub no_quorum_ceiling: Option<u64>,
+    /// The liveness phase's new publish, and whether it was acknowledged.
+    pub probe: Option<(u64, bool)>,
+}
+
+impl StreamHistory {
+    pub fn new(name: String, peers: Vec<NodeId>, limited: bool) -> StreamHistory {
+        StreamHistory { name, peers, limited, ..StreamHistory::default() }
+    }
+
+    /// The payload the workload publishes for `id` (so every stored message names its id).
+    pub fn payload(id: u64) -> Bytes {
+        Bytes::from(format!("payload-{id}"))
+    }
+
+    pub fn record_ack(&mut self, seq: u64, id: u64) {
+        self.acked_seq.insert(seq, id);
+        self.acked_id.insert(id, seq);
+        self.unacked.remove(&id);
+        if let Some((probe, done)) = &mut self.probe {
+            if *probe == id {
+                *done = true;
+            }
+        }
+    }
+}
