@@ -116,9 +116,6 @@ pub const fn active(_bug: Bug) -> bool {
     false
 }
 
-/// Whether this build can plant bugs at all.
-pub const AVAILABLE: bool = cfg!(feature = "planted-bugs");
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,8 +39,14 @@ impl SeedResult {
 
     /// The invariant a failure names (`fail: <invariant>: ...`).
     pub fn invariant(&self) -> Option<&str> {
-        self.result.strip_prefix("fail: ").map(|r| r.split(':').next().unwrap_or(r))
+        invariant_of(&self.result)
     }
+}
+
+/// The invariant a result line names: `fail: <invariant>: ...` gives `<invariant>`, `pass`
+/// gives `None`.
+pub fn invariant_of(result: &str) -> Option<&str> {
+    result.strip_prefix("fail: ").map(|r| r.split(':').next().unwrap_or(r))
 }
 
 /// Writes `summary.json`, `summary.md` and `report.html` for `results` into `dir`.

@@ -11,6 +11,7 @@ use sluice_scenarios::catalog::{self, Scenario, SCENARIOS};
 use sluice_scenarios::runner::{self, reproduce, Outcome};
 use sluice_scenarios::shrink;
 use sluice_sim::cluster::schedule::{parse_header, Schedule};
+use sluice_sim::runtime::panic_message;
 use sluice_sim::trace::first_difference;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -250,14 +251,7 @@ fn run_seed(sc: &'static Scenario, seed: u64, bug: Option<Bug>) -> SeedResult {
             faults: o.faults,
             ..base
         },
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "non-string panic".into());
-            SeedResult { result: format!("fail: panic: {message}"), ..base }
-        }
+        Err(panic) => SeedResult { result: format!("fail: panic: {}", panic_message(&*panic)), ..base },
     }
 }
 

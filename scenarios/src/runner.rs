@@ -30,7 +30,7 @@ impl Outcome {
 
     /// The invariant a failure names.
     pub fn invariant(&self) -> Option<&str> {
-        self.result.strip_prefix("fail: ").map(|r| r.split(':').next().unwrap_or(r))
+        sluice_reports::invariant_of(&self.result)
     }
 }
 

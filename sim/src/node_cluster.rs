@@ -13,14 +13,14 @@
 //! Fault budget: at most a minority of nodes is down at once (R = 3 claims to survive one).
 //! This is the precursor of issue 4's simulator; see docs/node.md.
 
+use crate::cluster::node_config;
 pub use crate::raft_cluster::Violation;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice_core::env::{Buggify, MonoTime, NodeId};
+use sluice_core::env::{MonoTime, NodeId};
 use sluice_core::format::fnv::Fnv64;
-use sluice_core::node::{ClientError, Node, NodeConfig, Reply, RequestId, SnapshotPolicy};
-use sluice_core::raft::storage::LogConfig;
+use sluice_core::node::{ClientError, Node, Reply, RequestId};
 use sluice_core::raft::Role;
 use sluice_core::store::SyncPolicy;
 use sluice_core::stream::{Publish, StreamConfig};
@@ -118,29 +118,6 @@ pub struct NodeCluster {
     trace: Fnv64,
 }
 
-fn node_config(id: NodeId, n: usize, params: &NodeClusterParams) -> NodeConfig {
-    let mut cfg = NodeConfig::new(id, 1..=n as u64, format!("n{id}"));
-    cfg.seed = params.seed.wrapping_mul(31).wrapping_add(id);
-    cfg.buggify = Buggify::new(cfg.seed, params.buggify_ppm);
-    cfg.raft.election_timeout_min = Duration::from_millis(300);
-    cfg.raft.election_timeout_max = Duration::from_millis(600);
-    cfg.raft.heartbeat_interval = Duration::from_millis(100);
-    cfg.raft.batch_bytes_max = 4096;
-    cfg.raft.batch_entries_max = 16;
-    cfg.log = LogConfig { segment_bytes: 4096 };
-    cfg.catchup_timeout = Duration::from_millis(400);
-    cfg.catchup_chunk_bytes = 256;
-    cfg.request_timeout = Duration::from_secs(3);
-    cfg.expire_interval = Duration::from_millis(500);
-    cfg.snapshot = SnapshotPolicy {
-        entries: params.snapshot_entries,
-        bytes: u64::MAX,
-        interval: Duration::from_secs(5),
-        jitter: Duration::from_secs(1),
-    };
-    cfg
-}
-
 impl NodeCluster {
     pub fn new(params: NodeClusterParams) -> NodeCluster {
         let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
@@ -177,7 +154,8 @@ impl NodeCluster {
     }
 
     fn start(&mut self, i: usize, step: usize) -> Result<(), Violation> {
-        let cfg = node_config(i as u64 + 1, self.params.nodes, &self.params);
+        let p = &self.params;
+        let cfg = node_config(i as u64 + 1, p.nodes, p.seed, p.buggify_ppm, p.snapshot_entries);
         let node = Node::open(self.disks[i].clone(), cfg, self.now)
             .map_err(|e| self.violation(step, format!("n{} failed to open: {e}", i + 1)))?;
         self.nodes[i] = Some(node);

@@ -32,6 +32,15 @@ where
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// The message of a caught panic (a `String` or `&str` payload; anything else is named so).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "non-string panic".into())
+}
+
 /// The outcome of one store crash seed.
 pub struct StoreSeedOutcome {
     pub case: StoreCase,

@@ -512,10 +512,6 @@ impl<D: Disk> Node<D> {
         self.meta.raft.role()
     }
 
-    pub fn meta_term(&self) -> Term {
-        self.meta.raft.term()
-    }
-
     /// Why the meta group stopped (a disk error), if it did; a restart recovers it.
     pub fn meta_failed(&self) -> Option<&str> {
         self.meta_failed.as_deref()

@@ -24,4 +24,4 @@ pub mod swarm;
 mod workload;
 mod world;
 
-pub use world::{run, RunOutcome, RunSpec, RunStats};
+pub use world::{node_config, run, RunOutcome, RunSpec, RunStats};

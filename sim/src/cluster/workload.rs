@@ -33,8 +33,6 @@ pub(super) struct Churn {
     pending: Option<(NodeId, sluice_core::node::RequestId)>,
     /// What the last answered request left: `Some(true)` exists, `Some(false)` deleted.
     pub exists: Option<bool>,
-    pub created: u64,
-    pub deleted: u64,
 }
 
 impl Churn {
@@ -344,14 +342,8 @@ impl World {
                         if self.churn.pending == Some((n, req)) {
                             self.churn.pending = None;
                             self.churn.exists = match reply {
-                                Reply::StreamCreated { .. } => {
-                                    self.churn.created += 1;
-                                    Some(true)
-                                }
-                                Reply::StreamDeleted { .. } => {
-                                    self.churn.deleted += 1;
-                                    Some(false)
-                                }
+                                Reply::StreamCreated { .. } => Some(true),
+                                Reply::StreamDeleted { .. } => Some(false),
                                 _ => None,
                             };
                         }

@@ -75,11 +75,7 @@ pub fn run(spec: RunSpec) -> RunOutcome {
         let result = match result {
             Ok(r) => r,
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "non-string panic".into());
+                let msg = crate::runtime::panic_message(&*panic);
                 Err(Violation::new("assertion", world.t_ms, format!("a node panicked: {msg}")))
             }
         };
@@ -124,10 +120,13 @@ pub(super) struct World {
     pub(super) churn: super::workload::Churn,
 }
 
-fn node_config(id: NodeId, swarm: &Swarm) -> NodeConfig {
-    let mut cfg = NodeConfig::new(id, 1..=swarm.nodes as u64, format!("n{id}"));
-    cfg.seed = swarm.seed.wrapping_mul(31).wrapping_add(id);
-    cfg.buggify = Buggify::new(cfg.seed, swarm.buggify_ppm);
+/// The configuration of simulated node `id` of `nodes`: short timeouts, tiny batches,
+/// segments and chunks so rare paths come up in seconds of simulated time. Shared with the
+/// older in-process harness (`node_cluster`).
+pub fn node_config(id: NodeId, nodes: usize, seed: u64, buggify_ppm: u32, snapshot_entries: u64) -> NodeConfig {
+    let mut cfg = NodeConfig::new(id, 1..=nodes as u64, format!("n{id}"));
+    cfg.seed = seed.wrapping_mul(31).wrapping_add(id);
+    cfg.buggify = Buggify::new(cfg.seed, buggify_ppm);
     cfg.raft.election_timeout_min = Duration::from_millis(300);
     cfg.raft.election_timeout_max = Duration::from_millis(600);
     cfg.raft.heartbeat_interval = Duration::from_millis(100);
@@ -139,7 +138,7 @@ fn node_config(id: NodeId, swarm: &Swarm) -> NodeConfig {
     cfg.request_timeout = Duration::from_secs(3);
     cfg.expire_interval = Duration::from_millis(500);
     cfg.snapshot = SnapshotPolicy {
-        entries: swarm.snapshot_entries,
+        entries: snapshot_entries,
         bytes: u64::MAX,
         interval: Duration::from_secs(5),
         jitter: Duration::from_secs(1),
@@ -232,7 +231,8 @@ impl World {
     }
 
     fn start(&mut self, i: usize) -> Result<(), Violation> {
-        let cfg = node_config(i as u64 + 1, &self.spec.swarm);
+        let swarm = &self.spec.swarm;
+        let cfg = node_config(i as u64 + 1, swarm.nodes, swarm.seed, swarm.buggify_ppm, swarm.snapshot_entries);
         let now = self.now(i);
         match Node::open(self.disks[i].clone(), cfg, now) {
             Ok(node) => {
@@ -243,7 +243,7 @@ impl World {
                 Ok(())
             }
             // An injected disk error may stop an open; try again later.
-            Err(e) if self.disk_errors_until[i].is_some() || self.disks[i].config() != FaultConfig::none() => {
+            Err(e) if self.disk_errors_until[i].is_some() => {
                 self.log("open-failed", format_args!("\"node\":{},\"error\":{}", i + 1, json_str(&e)));
                 self.down_until[i] = Some(self.t_ms + 500);
                 Ok(())

@@ -60,7 +60,7 @@ pub(super) fn replace_file<D: Disk>(disk: &D, dir: &Path, name: &str, bytes: &[u
         file.set_len(0).map_err(err)?;
     }
     file.write_at(bytes, 0).map_err(|e| RaftStorageError::disk(&tmp, Some(0), e))?;
-    if crate::bugs::active(crate::bugs::Bug::VoteBeforeSync) && name.starts_with("hard") {
+    if crate::bugs::active(crate::bugs::Bug::VoteBeforeSync) && HARD_STATE_FILES.contains(&name) {
         // Planted: the vote is renamed into place but never made durable.
         return disk.rename(&tmp, &path).map_err(|e| RaftStorageError::disk(&path, None, e));
     }
