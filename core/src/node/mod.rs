@@ -512,6 +512,25 @@ impl<D: Disk> Node<D> {
         self.meta.raft.role()
     }
 
+    /// The meta group's applied index: the stream list changes only when it moves, so a
+    /// runtime can cache what it derives from `streams()` until then.
+    pub fn meta_applied_index(&self) -> Index {
+        self.meta.raft.applied_index()
+    }
+
+    /// Makes every open replica's store durable (graceful shutdown: a store under the
+    /// interval or on-snapshot policy may hold appends not yet synced). Returns the
+    /// replicas whose sync failed, with why; the others are synced.
+    pub fn sync_all(&mut self) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for g in self.streams.values_mut() {
+            if let Err(e) = g.machine.sync() {
+                failed.push((g.name().to_string(), e.to_string()));
+            }
+        }
+        failed
+    }
+
     /// Why the meta group stopped (a disk error), if it did; a restart recovers it.
     pub fn meta_failed(&self) -> Option<&str> {
         self.meta_failed.as_deref()

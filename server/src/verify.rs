@@ -1,36 +1,12 @@
-//! The `sluice` production binary. Today: offline inspection of a stream store directory.
-//! The server (`sluice server`) arrives with the production runtime.
+//! `sluice verify DIR`: scan a stream store directory the way recovery would and report
+//! what it finds, changing nothing. Exit 0 clean, 1 recovery would cut, 2 unreadable.
 
-use clap::{Parser, Subcommand};
 use sluice_core::os::OsDisk;
 use sluice_core::store::FileStore;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(name = "sluice", version, about = "sluice: a replicated, append-only message stream store")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Scan a stream store directory and report what recovery would find, changing nothing.
-    Verify {
-        /// The stream's directory (holding NNNNNNNNNN.blk files and state.db).
-        dir: PathBuf,
-    },
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Verify { dir } => verify(&dir),
-    }
-}
-
-fn verify(dir: &Path) -> ExitCode {
+pub fn verify(dir: &Path) -> ExitCode {
     let (root, name) = match (dir.parent(), dir.file_name()) {
         (Some(parent), Some(name)) => (if parent.as_os_str().is_empty() { Path::new(".") } else { parent }, name),
         _ => {

@@ -1,0 +1,260 @@
+//! `sluice bench`: a closed-loop JetStream publisher against any NATS-protocol server
+//! (sluice or nats-server), reporting throughput and per-message publish-to-ack latency, the
+//! way NATS engineers' `lats` tool does.
+//!
+//! Closed loop: a batch of `batch` publishes goes out (each with its own reply subject), and
+//! the next batch starts when every ack of this one is in. A message's latency is from the
+//! moment its PUB was written to the moment its ack arrived, recorded in microseconds in an
+//! HDR histogram (3 significant digits). The client speaks the protocol directly on one TCP
+//! connection, so no client library's queueing hides in the numbers. One untimed publish
+//! goes first (a new stream's leader election is not publish latency).
+
+use bytes::{Buf, BytesMut};
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct BenchArgs {
+    pub server: String,
+    pub stream: String,
+    pub subject: String,
+    pub batch: usize,
+    pub size_bytes: usize,
+    pub duration: Duration,
+    pub replicas: Option<u8>,
+}
+
+pub struct BenchResult {
+    pub msgs: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+    pub errors: u64,
+}
+
+/// `nats://host:port` or `host:port`.
+fn address(url: &str) -> &str {
+    url.strip_prefix("nats://").unwrap_or(url)
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// One message the server sent: (subject, payload).
+type Msg = (String, Vec<u8>);
+
+impl Conn {
+    async fn open(url: &str) -> Result<Conn, String> {
+        let stream = TcpStream::connect(address(url)).await.map_err(|e| format!("connect {url}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut c = Conn { stream, buf: BytesMut::with_capacity(1 << 20) };
+        let info = c.line().await?;
+        if !info.starts_with("INFO ") {
+            return Err(format!("{url} did not start with INFO: {info:?}"));
+        }
+        c.send(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"lang\":\"sluice-bench\"}\r\nSUB _INBOX.bench.> 1\r\nPING\r\n").await?;
+        loop {
+            let l = c.line().await?;
+            if l == "PONG" {
+                return Ok(c);
+            }
+            if l.starts_with("-ERR") {
+                return Err(format!("{url}: {l}"));
+            }
+        }
+    }
+
+    async fn send(&mut self, b: &[u8]) -> Result<(), String> {
+        self.stream.write_all(b).await.map_err(|e| format!("write: {e}"))
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        Ok(())
+    }
+
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.advance(i + 2);
+                return Ok(l);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err("a protocol line longer than 64 KiB".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next MSG or HMSG; answers PINGs on the way.
+    async fn next_msg(&mut self) -> Result<Msg, String> {
+        loop {
+            let l = self.line().await?;
+            let parts: Vec<&str> = l.split_ascii_whitespace().collect();
+            match parts.first().copied() {
+                Some("PING") => self.send(b"PONG\r\n").await?,
+                Some("MSG") | Some("HMSG") => {
+                    let total: usize =
+                        parts.last().and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad line {l:?}"))?;
+                    let headers: usize = if parts[0] == "HMSG" {
+                        parts[parts.len() - 2].parse().map_err(|_| format!("bad line {l:?}"))?
+                    } else {
+                        0
+                    };
+                    if total > 64 << 20 || headers > total {
+                        return Err(format!("bad sizes in {l:?}"));
+                    }
+                    while self.buf.len() < total + 2 {
+                        self.fill().await?;
+                    }
+                    let body = self.buf[headers..total].to_vec();
+                    let status = String::from_utf8_lossy(&self.buf[..headers]).into_owned();
+                    self.buf.advance(total + 2);
+                    if status.starts_with("NATS/1.0 503") {
+                        return Err("no responders: no stream holds the subject".into());
+                    }
+                    return Ok((parts[1].to_string(), body));
+                }
+                Some("-ERR") => return Err(l),
+                _ => {}
+            }
+        }
+    }
+
+    async fn request(&mut self, subject: &str, body: &[u8]) -> Result<serde_json::Value, String> {
+        let mut b = format!("PUB {subject} _INBOX.bench.api {}\r\n", body.len()).into_bytes();
+        b.extend_from_slice(body);
+        b.extend_from_slice(b"\r\n");
+        self.send(&b).await?;
+        let (_, body) = tokio::time::timeout(Duration::from_secs(30), self.next_msg())
+            .await
+            .map_err(|_| format!("no answer to {subject} in 30 s"))??;
+        serde_json::from_slice(&body).map_err(|e| format!("{subject}: answer is not JSON: {e}"))
+    }
+}
+
+pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
+    if a.batch == 0 || a.batch > 100_000 {
+        return Err("--batch must be 1..=100000".into());
+    }
+    let mut c = Conn::open(&a.server).await?;
+    if let Some(replicas) = a.replicas {
+        let cfg = serde_json::json!({
+            "name": a.stream, "subjects": [a.subject], "num_replicas": replicas,
+            "storage": "file", "retention": "limits", "discard": "old",
+        });
+        let start = Instant::now();
+        loop {
+            let r = c.request(&format!("$JS.API.STREAM.CREATE.{}", a.stream), cfg.to_string().as_bytes()).await?;
+            match r.get("error") {
+                None => break,
+                // Exists already (with the same config it is not an error on sluice; nats-server
+                // says 10058 only if it differs): go on and publish to it.
+                Some(e) if e["err_code"] == 10058 => break,
+                Some(e) if start.elapsed() < Duration::from_secs(30) => {
+                    eprintln!("create {}: {e}; retrying", a.stream);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(e) => return Err(format!("create {}: {e}", a.stream)),
+            }
+        }
+    }
+    let payload = vec![b'x'; a.size_bytes];
+    // One untimed publish first: a stream just created is still electing its leader, and
+    // that wait is not publish latency.
+    let warm = format!("PUB {} _INBOX.bench.warm {}\r\n", a.subject, payload.len());
+    c.send(&[warm.as_bytes(), &payload, b"\r\n"].concat()).await?;
+    tokio::time::timeout(Duration::from_secs(30), c.next_msg())
+        .await
+        .map_err(|_| "no ack to the warm-up publish in 30 s")??;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut sent_at = vec![Instant::now(); a.batch];
+    let (mut msgs, mut errors) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(a.batch * (a.size_bytes + 64));
+    while start.elapsed() < a.duration {
+        out.clear();
+        for i in 0..a.batch {
+            out.extend_from_slice(format!("PUB {} _INBOX.bench.{i} {}\r\n", a.subject, payload.len()).as_bytes());
+            out.extend_from_slice(&payload);
+            out.extend_from_slice(b"\r\n");
+        }
+        let now = Instant::now();
+        sent_at.iter_mut().for_each(|t| *t = now);
+        c.send(&out).await?;
+        for _ in 0..a.batch {
+            let (subject, body) = tokio::time::timeout(Duration::from_secs(30), c.next_msg())
+                .await
+                .map_err(|_| "no ack in 30 s".to_string())??;
+            let i: usize =
+                subject.rsplit('.').next().and_then(|s| s.parse().ok()).ok_or("ack on an unknown subject")?;
+            let us = sent_at.get(i).ok_or("ack index out of range")?.elapsed().as_micros() as u64;
+            hist.record(us.max(1)).map_err(|e| e.to_string())?;
+            if body.windows(7).any(|w| w == b"\"error\"") {
+                errors += 1;
+            } else {
+                msgs += 1;
+            }
+        }
+    }
+    Ok(BenchResult { msgs, elapsed: start.elapsed(), latency_us: hist, errors })
+}
+
+impl BenchResult {
+    pub fn report(&self, a: &BenchArgs) -> String {
+        let h = &self.latency_us;
+        let rate = self.msgs as f64 / self.elapsed.as_secs_f64();
+        format!(
+            "server {} stream {} batch {} size {} B: {} msgs in {:.1} s = {:.0} msg/s ({} errors)\n\
+             latency us: min {} p50 {} p90 {} p99 {} p99.9 {} max {}",
+            a.server,
+            a.stream,
+            a.batch,
+            a.size_bytes,
+            self.msgs,
+            self.elapsed.as_secs_f64(),
+            rate,
+            self.errors,
+            h.min(),
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.90),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )
+    }
+}
+
+/// `20s`, `1500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("duration {s:?}: expected e.g. 20s, 1500ms or 2m");
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,474 @@
+//! The node thread: owns the core `Node` on the real disk and clock, and is the only code
+//! that calls it. Everything else talks to it through one bounded event queue.
+//!
+//! Why a thread of its own: the node is synchronous and does its disk work inline (appends,
+//! fsyncs of the Raft log, checkpoints), so it runs on a dedicated OS thread with a
+//! single-threaded tokio runtime for its timers and queues. The network and client tasks run
+//! on the multi-threaded runtime and never wait on the disk.
+//!
+//! Each loop iteration: take one event (or wake for the next tick), drain up to
+//! `EVENTS_PER_TURN` more without waiting (so a burst of publishes becomes one Raft batch and
+//! one fsync), tick the node every `TICK`, run queued background work, then flush frames to
+//! the links and answers to their waiters.
+//!
+//! Requests the node cannot serve here are forwarded (see `ops.rs`): a write or a read goes
+//! to the stream's leader (reads too, so a client reads what it was just acknowledged), a
+//! stream create or delete to the meta leader. A request that finds no leader yet (a stream
+//! just created, an election under way) is parked and retried every tick until its deadline.
+
+use crate::cluster::{Inbound, Links, Tag};
+use crate::ops::{self, ErrorCode, Op, OpResult, StreamView};
+use sluice_core::env::{Clock, MonoTime, NodeId};
+use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef};
+use sluice_core::os::{OsClock, OsDisk};
+use sluice_core::raft::Role;
+use sluice_core::stream::Publish;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Events taken per loop iteration before the node ticks and flushes.
+const EVENTS_PER_TURN: usize = 1024;
+const TICK: Duration = Duration::from_millis(10);
+/// Requests parked waiting for a leader, at most.
+const PARKED_MAX: usize = 16 * 1024;
+/// Requests forwarded to peers and not yet answered, at most.
+const FORWARDED_MAX: usize = 64 * 1024;
+/// The bound on the node's event queue (client requests and peer frames).
+pub const EVENT_QUEUE: usize = 16 * 1024;
+
+pub enum Event {
+    Client {
+        op: Op,
+        reply: oneshot::Sender<OpResult>,
+    },
+    Peer(Inbound),
+    /// Sync every store and stop; answered when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The streams' subject filters, published whenever the meta state moves, so the client
+/// port can route a publish without asking the node thread.
+pub type StreamSubjects = Arc<Vec<(String, Vec<String>)>>;
+
+enum ReplyTo {
+    Local(oneshot::Sender<OpResult>),
+    Peer { node: NodeId, request: u64 },
+}
+
+/// What a node request id is waiting to become.
+enum Waiter {
+    Publish(ReplyTo),
+    Create(ReplyTo, String),
+    Delete(ReplyTo),
+}
+
+struct Parked {
+    op: Op,
+    hops: u8,
+    to: ReplyTo,
+    deadline: MonoTime,
+    why: String,
+}
+
+pub struct Driver {
+    node: Node<OsDisk>,
+    clock: OsClock,
+    links: Links,
+    me: NodeId,
+    request_timeout: Duration,
+    waiting: BTreeMap<RequestId, Waiter>,
+    parked: VecDeque<Parked>,
+    /// Forwarded requests: who to answer, by when, and for a create the stream's name.
+    forwarded: BTreeMap<u64, (ReplyTo, MonoTime, Option<String>)>,
+    /// Creates that succeeded elsewhere, answered once this node's meta state has the stream
+    /// too, so the client's next publish through this node finds it.
+    created_elsewhere: Vec<(String, ReplyTo, OpResult, MonoTime)>,
+    next_forward: u64,
+    subjects: watch::Sender<StreamSubjects>,
+    subjects_at: Option<u64>,
+}
+
+impl Driver {
+    pub fn new(node: Node<OsDisk>, clock: OsClock, links: Links, subjects: watch::Sender<StreamSubjects>) -> Driver {
+        let me = node.id();
+        let request_timeout = node.config().request_timeout;
+        Driver {
+            node,
+            clock,
+            links,
+            me,
+            request_timeout,
+            waiting: BTreeMap::new(),
+            parked: VecDeque::new(),
+            forwarded: BTreeMap::new(),
+            created_elsewhere: Vec::new(),
+            next_forward: 1,
+            subjects,
+            subjects_at: None,
+        }
+    }
+
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let mut next_tick = self.clock.now();
+        loop {
+            let wait = next_tick.saturating_since(self.clock.now());
+            let first = tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => Some(ev),
+                    None => return, // every sender dropped: the server is gone
+                },
+                () = tokio::time::sleep(wait) => None,
+            };
+            let mut shutdown = None;
+            for ev in first.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok()).take(EVENTS_PER_TURN)) {
+                match ev {
+                    Event::Client { op, reply } => {
+                        let deadline = self.clock.now() + self.request_timeout;
+                        self.exec(op, ops::HOPS_MAX, ReplyTo::Local(reply), deadline);
+                    }
+                    Event::Peer(f) => self.peer_frame(f),
+                    Event::Shutdown(done) => shutdown = Some(done),
+                }
+            }
+            let now = self.clock.now();
+            if now >= next_tick {
+                self.node.tick(now, self.wall_ns());
+                self.retry_parked(now);
+                self.expire_forwarded(now);
+                next_tick = now + TICK;
+            }
+            while self.node.run_work(self.clock.now()) {}
+            self.publish_subjects();
+            self.answer_created(self.clock.now());
+            self.flush();
+            if let Some(done) = shutdown {
+                for (stream, why) in self.node.sync_all() {
+                    tracing::error!(%stream, %why, "final sync failed");
+                }
+                tracing::info!("node stopped");
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn wall_ns(&self) -> i64 {
+        i64::try_from(self.clock.wall_ns()).unwrap_or(i64::MAX)
+    }
+
+    fn peer_frame(&mut self, f: Inbound) {
+        let now = self.clock.now();
+        match f.tag {
+            Tag::Node => self.node.handle_frame(now, f.from, f.body),
+            Tag::Forward => match ops::decode_forward(f.body) {
+                Ok((request, hops, op)) => {
+                    let deadline = now + self.request_timeout;
+                    self.exec(op, hops, ReplyTo::Peer { node: f.from, request }, deadline);
+                }
+                Err(e) => tracing::warn!(from = f.from, error = %e, "bad forwarded request dropped"),
+            },
+            Tag::ForwardReply => match ops::decode_reply(f.body) {
+                Ok((request, result)) => match self.forwarded.remove(&request) {
+                    Some((to, deadline, Some(name)))
+                        if matches!(result, OpResult::Stream(_)) && self.def(&name).is_none() =>
+                    {
+                        self.created_elsewhere.push((name, to, result, deadline));
+                    }
+                    Some((to, _, _)) => self.answer(to, result),
+                    None => {}
+                },
+                Err(e) => tracing::warn!(from = f.from, error = %e, "bad forwarded reply dropped"),
+            },
+        }
+    }
+
+    /// Runs `op` here, forwards it, parks it, or answers it at once.
+    fn exec(&mut self, op: Op, hops: u8, to: ReplyTo, deadline: MonoTime) {
+        let now = self.clock.now();
+        match self.try_exec(&op, now) {
+            Step::Done(result) => self.answer(to, result),
+            Step::Waiting(request, make) => {
+                self.waiting.insert(request, make(to));
+            }
+            Step::Forward(node) if hops > 0 => self.forward(node, op, hops - 1, to),
+            Step::Forward(node) => self
+                .answer(to, OpResult::error(ErrorCode::Unavailable, format!("node {node} serves this; too many hops"))),
+            Step::Retry(why) => {
+                if now >= deadline || self.parked.len() >= PARKED_MAX {
+                    self.answer(to, OpResult::error(ErrorCode::Unavailable, why));
+                } else {
+                    self.parked.push_back(Parked { op, hops, to, deadline, why });
+                }
+            }
+        }
+    }
+
+    fn try_exec(&mut self, op: &Op, now: MonoTime) -> Step {
+        match op {
+            Op::CreateStream { config, replicas } => {
+                if let Some(def) = self.def(&config.name) {
+                    if def.config != *config {
+                        return Step::Done(OpResult::error(
+                            ErrorCode::NameInUse,
+                            "stream name already in use with a different configuration",
+                        ));
+                    }
+                    if def.peers.len() != usize::from(*replicas) {
+                        return Step::Done(OpResult::error(
+                            ErrorCode::NameInUse,
+                            "stream exists with another replica count",
+                        ));
+                    }
+                    return Step::Done(self.view(&def));
+                }
+                let name = config.name.clone();
+                match self.node.create_stream(now, config.clone(), usize::from(*replicas)) {
+                    Ok(r) => Step::Waiting(r, Box::new(move |to| Waiter::Create(to, name))),
+                    Err(e) => self.meta_error(e),
+                }
+            }
+            Op::DeleteStream { name } => match self.node.delete_stream(now, name) {
+                Ok(r) => Step::Waiting(r, Box::new(Waiter::Delete)),
+                Err(e) => self.meta_error(e),
+            },
+            Op::Publish { stream, subject, msg_id, headers, payload, expected_last_seq } => {
+                let publish = Publish {
+                    timestamp_ns: 0,
+                    msg_id: msg_id.clone(),
+                    subject: subject.clone(),
+                    headers: headers.clone(),
+                    payload: payload.clone(),
+                    expected_last_seq: *expected_last_seq,
+                };
+                match self.node.publish(now, self.wall_ns(), stream, publish) {
+                    Ok(r) => Step::Waiting(r, Box::new(Waiter::Publish)),
+                    Err(e) => self.stream_error(e),
+                }
+            }
+            Op::StreamInfo { name } | Op::GetMsg { name, .. } => {
+                let Some(def) = self.def(name) else {
+                    return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+                };
+                match self.node.stream_info(name) {
+                    Ok(info) if info.role == Role::Leader => {}
+                    Ok(info) => match info.leader {
+                        Some(l) if l != self.me => return Step::Forward(l),
+                        _ => return Step::Retry("the stream has no leader yet".into()),
+                    },
+                    Err(e) => return self.stream_error(e),
+                }
+                match op {
+                    Op::GetMsg { seq, .. } => match self.node.get_message(name, *seq) {
+                        Ok(Some(m)) => Step::Done(OpResult::Message(m)),
+                        Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchMessage, "no message found")),
+                        Err(e) => self.stream_error(e),
+                    },
+                    _ => Step::Done(self.view(&def)),
+                }
+            }
+            Op::StreamNames => match self.node.meta_leader() {
+                Some(l) if l != self.me => Step::Forward(l),
+                None => Step::Retry("no meta leader yet".into()),
+                Some(_) => {
+                    let names = self.node.streams().into_iter().map(|d| d.config.name).take(ops::NAMES_MAX).collect();
+                    Step::Done(OpResult::Names(names))
+                }
+            },
+        }
+    }
+
+    fn meta_error(&self, e: ClientError) -> Step {
+        match e {
+            ClientError::NotLeader { leader: Some(l) } if l != self.me => Step::Forward(l),
+            other => self.common_error(other),
+        }
+    }
+
+    fn stream_error(&self, e: ClientError) -> Step {
+        match e {
+            ClientError::NotLeader { leader: Some(l) } if l != self.me => Step::Forward(l),
+            // No replica here: ask one (it forwards on to its leader if it must).
+            ClientError::NotHere { peers } => match peers.first() {
+                Some(&p) => Step::Forward(p),
+                None => Step::Done(OpResult::error(ErrorCode::Unavailable, "stream has no replicas")),
+            },
+            other => self.common_error(other),
+        }
+    }
+
+    fn common_error(&self, e: ClientError) -> Step {
+        match e {
+            ClientError::NotLeader { .. } | ClientError::Unavailable { .. } | ClientError::Busy => {
+                Step::Retry(e.to_string())
+            }
+            ClientError::NoSuchStream { .. } => {
+                Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"))
+            }
+            ClientError::InvalidRequest { reason } => Step::Done(OpResult::error(ErrorCode::BadRequest, reason)),
+            other => Step::Done(OpResult::error(ErrorCode::Unavailable, other.to_string())),
+        }
+    }
+
+    fn def(&self, name: &str) -> Option<StreamDef> {
+        self.node.streams().into_iter().find(|d| d.config.name == name)
+    }
+
+    /// The stream as this node's replica sees it (counts zero where it holds none).
+    fn view(&self, def: &StreamDef) -> OpResult {
+        let mut v = StreamView {
+            config: def.config.clone(),
+            peers: def.peers.clone(),
+            leader: None,
+            first_seq: 0,
+            last_seq: 0,
+            msgs: 0,
+            bytes: 0,
+            num_deleted: 0,
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+        };
+        if let Ok(info) = self.node.stream_info(&def.config.name) {
+            let s = info.stream.state;
+            v.leader = info.leader;
+            (v.first_seq, v.last_seq, v.msgs, v.bytes, v.num_deleted) =
+                (s.first_seq, s.last_seq, s.msgs, s.bytes, s.num_deleted);
+            let ts = |seq| self.node.get_message(&def.config.name, seq).ok().flatten().map_or(0, |m| m.timestamp_ns);
+            if s.msgs > 0 {
+                v.first_ts_ns = ts(s.first_seq);
+                v.last_ts_ns = ts(s.last_seq);
+            }
+        }
+        OpResult::Stream(Box::new(v))
+    }
+
+    fn forward(&mut self, node: NodeId, op: Op, hops: u8, to: ReplyTo) {
+        if self.forwarded.len() >= FORWARDED_MAX {
+            return self.answer(to, OpResult::error(ErrorCode::Unavailable, "too many forwarded requests; retry"));
+        }
+        let id = self.next_forward;
+        self.next_forward += 1;
+        let created = match &op {
+            Op::CreateStream { config, .. } => Some(config.name.clone()),
+            _ => None,
+        };
+        if !self.links.send(node, Tag::Forward, ops::encode_forward(id, hops, &op)) {
+            return self.answer(to, OpResult::error(ErrorCode::Unavailable, format!("link to node {node} is full")));
+        }
+        // The peer answers within its own request timeout; allow for the trip both ways.
+        let deadline = self.clock.now() + self.request_timeout * 2;
+        self.forwarded.insert(id, (to, deadline, created));
+    }
+
+    fn retry_parked(&mut self, now: MonoTime) {
+        for _ in 0..self.parked.len() {
+            let p = self.parked.pop_front().expect("counted");
+            if now >= p.deadline {
+                self.answer(p.to, OpResult::error(ErrorCode::Unavailable, p.why));
+                continue;
+            }
+            self.exec(p.op, p.hops, p.to, p.deadline);
+        }
+    }
+
+    fn answer_created(&mut self, now: MonoTime) {
+        if self.created_elsewhere.is_empty() {
+            return;
+        }
+        for (name, to, result, deadline) in std::mem::take(&mut self.created_elsewhere) {
+            // Past the deadline the create still succeeded: answer, the stream just has not
+            // reached this node's meta state yet.
+            if self.def(&name).is_some() || now >= deadline {
+                self.answer(to, result);
+            } else {
+                self.created_elsewhere.push((name, to, result, deadline));
+            }
+        }
+    }
+
+    fn expire_forwarded(&mut self, now: MonoTime) {
+        let expired: Vec<u64> = self.forwarded.iter().filter(|(_, (_, d, _))| now >= *d).map(|(id, _)| *id).collect();
+        for id in expired {
+            let (to, _, _) = self.forwarded.remove(&id).expect("listed");
+            self.answer(
+                to,
+                OpResult::error(ErrorCode::Unavailable, "forwarded request timed out; it may still take effect"),
+            );
+        }
+    }
+
+    fn publish_subjects(&mut self) {
+        let at = self.node.meta_applied_index();
+        if self.subjects_at == Some(at) {
+            return;
+        }
+        self.subjects_at = Some(at);
+        let list: Vec<(String, Vec<String>)> =
+            self.node.streams().into_iter().map(|d| (d.config.name, d.config.subjects)).collect();
+        self.subjects.send_replace(Arc::new(list));
+    }
+
+    fn flush(&mut self) {
+        while let Some((to, frame)) = self.node.poll_send() {
+            self.links.send(to, Tag::Node, frame);
+        }
+        while let Some((request, reply)) = self.node.poll_reply() {
+            let Some(waiter) = self.waiting.remove(&request) else { continue };
+            match waiter {
+                Waiter::Publish(to) => {
+                    let result = match reply {
+                        Reply::Published { seq, duplicate } => OpResult::Published { seq, duplicate },
+                        other => reply_error(other),
+                    };
+                    self.answer(to, result);
+                }
+                Waiter::Create(to, name) => {
+                    let result = match (reply, self.def(&name)) {
+                        (Reply::StreamCreated { .. }, Some(def)) => self.view(&def),
+                        (Reply::StreamCreated { .. }, None) => {
+                            OpResult::error(ErrorCode::Unavailable, "created and deleted again")
+                        }
+                        (other, _) => reply_error(other),
+                    };
+                    self.answer(to, result);
+                }
+                Waiter::Delete(to) => {
+                    let result = match reply {
+                        Reply::StreamDeleted { .. } => OpResult::Deleted,
+                        other => reply_error(other),
+                    };
+                    self.answer(to, result);
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, to: ReplyTo, result: OpResult) {
+        match to {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(result); // the client may have gone
+            }
+            ReplyTo::Peer { node, request } => {
+                self.links.send(node, Tag::ForwardReply, ops::encode_reply(request, &result));
+            }
+        }
+    }
+}
+
+enum Step {
+    Done(OpResult),
+    Waiting(RequestId, Box<dyn FnOnce(ReplyTo) -> Waiter>),
+    Forward(NodeId),
+    Retry(String),
+}
+
+fn reply_error(reply: Reply) -> OpResult {
+    match reply {
+        Reply::Rejected { reason } => OpResult::error(ErrorCode::Rejected, reason),
+        Reply::Failed(ClientError::NoSuchStream { .. }) => OpResult::error(ErrorCode::NoSuchStream, "stream not found"),
+        Reply::Failed(ClientError::InvalidRequest { reason }) => OpResult::error(ErrorCode::BadRequest, reason),
+        Reply::Failed(e) => OpResult::error(ErrorCode::Unavailable, e.to_string()),
+        other => OpResult::error(ErrorCode::Unavailable, format!("unexpected reply {other:?}")),
+    }
+}

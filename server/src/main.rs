@@ -1,0 +1,131 @@
+//! The `sluice` binary: the server, offline inspection of a store directory, and the
+//! publish benchmark.
+
+use clap::{Parser, Subcommand};
+use sluice_server::config::{self, FileConfig, SyncMode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "sluice: a replicated, append-only message stream store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node. Flags override the keys of the same name in --config.
+    Server {
+        /// A TOML file with any of the keys below (name, data, client, cluster, peers, sync).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// This node's name; node ids follow from the sorted names of all nodes.
+        #[arg(long)]
+        name: Option<String>,
+        /// The data directory (created if missing).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The NATS client port [default: 127.0.0.1:4222].
+        #[arg(long)]
+        client: Option<String>,
+        /// The address other nodes connect to [default: 127.0.0.1:6222].
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The other nodes: NAME=HOST:PORT, comma-separated or repeated.
+        #[arg(long, num_args = 1..)]
+        peers: Vec<String>,
+        /// Durability of new streams' stores (docs/server.md, "Durability modes").
+        #[arg(long, value_enum)]
+        sync: Option<SyncMode>,
+    },
+    /// A closed-loop JetStream publisher against any NATS-protocol server: throughput and
+    /// publish-to-ack latency (min, p50, p90, p99, p99.9, max, microseconds).
+    Bench {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        server: String,
+        #[arg(long, default_value = "BENCH")]
+        stream: String,
+        #[arg(long, default_value = "bench.x")]
+        subject: String,
+        /// Publishes in flight per round trip (1 or 500 in docs/benchmarks.md).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// How long to publish: 20s, 1500ms, 2m.
+        #[arg(long, default_value = "20s", value_parser = sluice_server::bench::parse_duration)]
+        duration: std::time::Duration,
+        /// Create the stream first (file storage) with this many replicas.
+        #[arg(long)]
+        replicas: Option<u8>,
+    },
+    /// Scan a stream store directory and report what recovery would find, changing nothing.
+    Verify {
+        /// The stream's directory (holding NNNNNNNNNN.blk files and state.db).
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify { dir } => sluice_server::verify::verify(&dir),
+        Command::Bench { server, stream, subject, batch, size, duration, replicas } => {
+            let args = sluice_server::bench::BenchArgs {
+                server,
+                stream,
+                subject,
+                batch,
+                size_bytes: size,
+                duration,
+                replicas,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("starting the runtime: {e}")),
+            };
+            match rt.block_on(sluice_server::bench::run(&args)) {
+                Ok(r) => {
+                    println!("{}", r.report(&args));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("bench: {e}")),
+            }
+        }
+        Command::Server { config: file, name, data, client, cluster, peers, sync } => {
+            let flags = FileConfig {
+                name,
+                data,
+                client,
+                cluster,
+                peers: (!peers.is_empty()).then_some(peers),
+                sync,
+                sync_interval_ms: None,
+            };
+            let merged = match file.as_deref().map(config::read_file).transpose() {
+                Ok(f) => f.unwrap_or_default().merge(flags),
+                Err(e) => return fail(&e.to_string()),
+            };
+            let cfg = match merged.check() {
+                Ok(cfg) => cfg,
+                Err(e) => return fail(&e.to_string()),
+            };
+            sluice_server::logging::init();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("starting the runtime: {e}")),
+            };
+            match rt.block_on(sluice_server::server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("sluice: {msg}");
+    ExitCode::from(2)
+}

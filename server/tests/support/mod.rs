@@ -1,0 +1,129 @@
+//! Local clusters of real `sluice server` processes for the interop and CLI tests: free
+//! loopback ports, a fresh data directory per node, stderr kept in a log file that a failing
+//! test prints. Processes are killed (SIGKILL) when the cluster is dropped.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types, dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A port that was free a moment ago (the OS picks it; the listener is dropped at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Node {
+    pub name: String,
+    pub client: String,
+    pub cluster: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    pub fn start(tag: &str, n: usize) -> Cluster {
+        let dir = temp_dir(tag);
+        let nodes: Vec<Node> = (1..=n)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                client: format!("127.0.0.1:{}", free_port()),
+                cluster: format!("127.0.0.1:{}", free_port()),
+                data: dir.join(format!("n{i}")),
+                log: dir.join(format!("n{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster { nodes, dir };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| format!("{}={}", p.name, p.cluster))
+            .collect();
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["server", "--name", &node.name, "--client", &node.client, "--cluster", &node.cluster])
+            .arg("--data")
+            .arg(&node.data);
+        if !peers.is_empty() {
+            cmd.arg("--peers").arg(peers.join(","));
+        }
+        let child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start sluice server");
+        self.nodes[i].child = Some(child);
+        wait_for_port(&self.nodes[i].client, Duration::from_secs(20), &self.nodes[i].log);
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://{}", self.nodes[i].client)
+    }
+
+    /// Every node's log, for a failing test's output.
+    pub fn logs(&self) -> String {
+        self.nodes.iter().map(|n| format!("--- {} ---\n{}", n.name, tail(&n.log, 40))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn wait_for_port(addr: &str, timeout: Duration, log: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr} after {timeout:?}; log:\n{}", tail(log, 40));
+}
