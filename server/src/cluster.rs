@@ -199,12 +199,13 @@ async fn write_frames(
 }
 
 /// Accepts peers' connections and hands their frames to `deliver` (bounded: a slow node
-/// pushes back on the peer's TCP connection).
-pub async fn accept(
+/// pushes back on the peer's TCP connection). `T` is whatever the receiver's queue holds, so
+/// frames go straight into the node's event queue.
+pub async fn accept<T: From<Inbound> + Send + 'static>(
     listener: TcpListener,
     nodes: Arc<BTreeMap<NodeId, (String, SocketAddr)>>,
     me: NodeId,
-    deliver: mpsc::Sender<Inbound>,
+    deliver: mpsc::Sender<T>,
 ) {
     let fp = fingerprint(&nodes);
     loop {
@@ -228,12 +229,12 @@ pub async fn accept(
     }
 }
 
-async fn inbound(
+async fn inbound<T: From<Inbound>>(
     mut stream: TcpStream,
     nodes: &BTreeMap<NodeId, (String, SocketAddr)>,
     me: NodeId,
     fp: u64,
-    deliver: mpsc::Sender<Inbound>,
+    deliver: mpsc::Sender<T>,
 ) -> Result<(), String> {
     let mut head = [0u8; 8 + 8 + 8 + 1];
     tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut head))
@@ -281,7 +282,7 @@ async fn inbound(
         let Some(tag) = Tag::from_u8(tag) else {
             return Err(format!("frame with unknown tag {tag} from node {from}"));
         };
-        if deliver.send(Inbound { from, tag, body: frame }).await.is_err() {
+        if deliver.send(Inbound { from, tag, body: frame }.into()).await.is_err() {
             return Ok(()); // the node stopped
         }
     }
@@ -311,7 +312,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut cluster = nodes(2);
         cluster.get_mut(&2).unwrap().1 = addr;
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel::<Inbound>(16);
         tokio::spawn(accept(listener, Arc::new(cluster.clone()), 2, tx));
         let links = start_links(1, &cluster);
         // The link connects in the background; frames sent before it is up may be dropped.

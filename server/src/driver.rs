@@ -48,6 +48,12 @@ pub enum Event {
     Shutdown(oneshot::Sender<()>),
 }
 
+impl From<Inbound> for Event {
+    fn from(f: Inbound) -> Event {
+        Event::Peer(f)
+    }
+}
+
 /// The streams' subject filters, published whenever the meta state moves, so the client
 /// port can route a publish without asking the node thread.
 pub type StreamSubjects = Arc<Vec<(String, Vec<String>)>>;
@@ -57,11 +63,10 @@ enum ReplyTo {
     Peer { node: NodeId, request: u64 },
 }
 
-/// What a node request id is waiting to become.
-enum Waiter {
-    Publish(ReplyTo),
-    Create(ReplyTo, String),
-    Delete(ReplyTo),
+/// Who a node request's reply goes to; for a create, the stream's name.
+struct Waiter {
+    to: ReplyTo,
+    created: Option<String>,
 }
 
 struct Parked {
@@ -189,8 +194,9 @@ impl Driver {
         let now = self.clock.now();
         match self.try_exec(&op, now) {
             Step::Done(result) => self.answer(to, result),
-            Step::Waiting(request, make) => {
-                self.waiting.insert(request, make(to));
+            Step::Waiting(request) => {
+                let created = op.created_stream().map(str::to_string);
+                self.waiting.insert(request, Waiter { to, created });
             }
             Step::Forward(node) if hops > 0 => self.forward(node, op, hops - 1, to),
             Step::Forward(node) => self
@@ -223,14 +229,13 @@ impl Driver {
                     }
                     return Step::Done(self.view(&def));
                 }
-                let name = config.name.clone();
                 match self.node.create_stream(now, config.clone(), usize::from(*replicas)) {
-                    Ok(r) => Step::Waiting(r, Box::new(move |to| Waiter::Create(to, name))),
+                    Ok(r) => Step::Waiting(r),
                     Err(e) => self.meta_error(e),
                 }
             }
             Op::DeleteStream { name } => match self.node.delete_stream(now, name) {
-                Ok(r) => Step::Waiting(r, Box::new(Waiter::Delete)),
+                Ok(r) => Step::Waiting(r),
                 Err(e) => self.meta_error(e),
             },
             Op::Publish { stream, subject, msg_id, headers, payload, expected_last_seq } => {
@@ -243,7 +248,7 @@ impl Driver {
                     expected_last_seq: *expected_last_seq,
                 };
                 match self.node.publish(now, self.wall_ns(), stream, publish) {
-                    Ok(r) => Step::Waiting(r, Box::new(Waiter::Publish)),
+                    Ok(r) => Step::Waiting(r),
                     Err(e) => self.stream_error(e),
                 }
             }
@@ -298,21 +303,18 @@ impl Driver {
         }
     }
 
+    /// Refusals that may pass (no leader yet, busy) are retried; the rest are the answer.
     fn common_error(&self, e: ClientError) -> Step {
         match e {
             ClientError::NotLeader { .. } | ClientError::Unavailable { .. } | ClientError::Busy => {
                 Step::Retry(e.to_string())
             }
-            ClientError::NoSuchStream { .. } => {
-                Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"))
-            }
-            ClientError::InvalidRequest { reason } => Step::Done(OpResult::error(ErrorCode::BadRequest, reason)),
-            other => Step::Done(OpResult::error(ErrorCode::Unavailable, other.to_string())),
+            other => Step::Done(client_error(other)),
         }
     }
 
     fn def(&self, name: &str) -> Option<StreamDef> {
-        self.node.streams().into_iter().find(|d| d.config.name == name)
+        self.node.stream_def(name).cloned()
     }
 
     /// The stream as this node's replica sees it (counts zero where it holds none).
@@ -349,10 +351,7 @@ impl Driver {
         }
         let id = self.next_forward;
         self.next_forward += 1;
-        let created = match &op {
-            Op::CreateStream { config, .. } => Some(config.name.clone()),
-            _ => None,
-        };
+        let created = op.created_stream().map(str::to_string);
         if !self.links.send(node, Tag::Forward, ops::encode_forward(id, hops, &op)) {
             return self.answer(to, OpResult::error(ErrorCode::Unavailable, format!("link to node {node} is full")));
         }
@@ -414,33 +413,19 @@ impl Driver {
             self.links.send(to, Tag::Node, frame);
         }
         while let Some((request, reply)) = self.node.poll_reply() {
-            let Some(waiter) = self.waiting.remove(&request) else { continue };
-            match waiter {
-                Waiter::Publish(to) => {
-                    let result = match reply {
-                        Reply::Published { seq, duplicate } => OpResult::Published { seq, duplicate },
-                        other => reply_error(other),
-                    };
-                    self.answer(to, result);
-                }
-                Waiter::Create(to, name) => {
-                    let result = match (reply, self.def(&name)) {
-                        (Reply::StreamCreated { .. }, Some(def)) => self.view(&def),
-                        (Reply::StreamCreated { .. }, None) => {
-                            OpResult::error(ErrorCode::Unavailable, "created and deleted again")
-                        }
-                        (other, _) => reply_error(other),
-                    };
-                    self.answer(to, result);
-                }
-                Waiter::Delete(to) => {
-                    let result = match reply {
-                        Reply::StreamDeleted { .. } => OpResult::Deleted,
-                        other => reply_error(other),
-                    };
-                    self.answer(to, result);
-                }
-            }
+            let Some(Waiter { to, created }) = self.waiting.remove(&request) else { continue };
+            let result = match reply {
+                Reply::Published { seq, duplicate } => OpResult::Published { seq, duplicate },
+                Reply::StreamDeleted { .. } => OpResult::Deleted,
+                Reply::StreamCreated { .. } => match created.as_deref().and_then(|name| self.def(name)) {
+                    Some(def) => self.view(&def),
+                    None => OpResult::error(ErrorCode::Unavailable, "created and deleted again"),
+                },
+                Reply::Rejected { reason } => OpResult::error(ErrorCode::Rejected, reason),
+                Reply::Failed(e) => client_error(e),
+                other => OpResult::error(ErrorCode::Unavailable, format!("unexpected reply {other:?}")),
+            };
+            self.answer(to, result);
         }
     }
 
@@ -458,17 +443,16 @@ impl Driver {
 
 enum Step {
     Done(OpResult),
-    Waiting(RequestId, Box<dyn FnOnce(ReplyTo) -> Waiter>),
+    Waiting(RequestId),
     Forward(NodeId),
     Retry(String),
 }
 
-fn reply_error(reply: Reply) -> OpResult {
-    match reply {
-        Reply::Rejected { reason } => OpResult::error(ErrorCode::Rejected, reason),
-        Reply::Failed(ClientError::NoSuchStream { .. }) => OpResult::error(ErrorCode::NoSuchStream, "stream not found"),
-        Reply::Failed(ClientError::InvalidRequest { reason }) => OpResult::error(ErrorCode::BadRequest, reason),
-        Reply::Failed(e) => OpResult::error(ErrorCode::Unavailable, e.to_string()),
-        other => OpResult::error(ErrorCode::Unavailable, format!("unexpected reply {other:?}")),
+/// A client error as the API reports it (whether the node refused at once or replied later).
+fn client_error(e: ClientError) -> OpResult {
+    match e {
+        ClientError::NoSuchStream { .. } => OpResult::error(ErrorCode::NoSuchStream, "stream not found"),
+        ClientError::InvalidRequest { reason } => OpResult::error(ErrorCode::BadRequest, reason),
+        other => OpResult::error(ErrorCode::Unavailable, other.to_string()),
     }
 }

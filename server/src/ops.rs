@@ -56,13 +56,11 @@ pub enum Op {
 }
 
 impl Op {
-    /// Writes change state and must reach a leader; reads too, so a client reads its own
-    /// acknowledged writes (a follower's replica may trail).
-    pub fn stream(&self) -> Option<&str> {
+    /// The stream a create makes: its answer waits until this node's meta state has it.
+    pub fn created_stream(&self) -> Option<&str> {
         match self {
-            Op::Publish { stream, .. } => Some(stream),
-            Op::StreamInfo { name } | Op::GetMsg { name, .. } => Some(name),
-            Op::CreateStream { .. } | Op::DeleteStream { .. } | Op::StreamNames => None,
+            Op::CreateStream { config, .. } => Some(&config.name),
+            _ => None,
         }
     }
 }

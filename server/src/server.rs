@@ -44,16 +44,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
 
     let links = cluster::start_links(cfg.id, &cfg.nodes);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let (peer_tx, mut peer_rx) = mpsc::channel::<cluster::Inbound>(EVENT_QUEUE);
-    tokio::spawn(cluster::accept(cluster_listener, Arc::new(cfg.nodes.clone()), cfg.id, peer_tx));
-    let forward = events_tx.clone();
-    tokio::spawn(async move {
-        while let Some(f) = peer_rx.recv().await {
-            if forward.send(Event::Peer(f)).await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(cluster::accept(cluster_listener, Arc::new(cfg.nodes.clone()), cfg.id, events_tx.clone()));
 
     let (subjects_tx, subjects_rx) = watch::channel::<StreamSubjects>(Arc::new(Vec::new()));
     let driver = Driver::new(node, clock, links, subjects_tx);

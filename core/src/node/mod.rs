@@ -504,6 +504,11 @@ impl<D: Disk> Node<D> {
         self.meta_state.streams().cloned().collect()
     }
 
+    /// One stream's definition, as this node's meta state knows it.
+    pub fn stream_def(&self, name: &str) -> Option<&StreamDef> {
+        self.meta_state.get(name)
+    }
+
     pub fn meta_leader(&self) -> Option<NodeId> {
         self.meta.raft.leader()
     }

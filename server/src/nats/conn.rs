@@ -10,7 +10,7 @@
 use super::jsapi;
 use super::proto::{self, ClientOp};
 use crate::driver::{Event, StreamSubjects};
-use crate::ops::{Op, OpResult};
+use crate::ops::{ErrorCode, Op, OpResult};
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_core::stream::subject_matches;
 use std::collections::BTreeMap;
@@ -105,6 +105,28 @@ pub struct Context {
     pub subjects: watch::Receiver<StreamSubjects>,
     pub info: Arc<String>,
     pub defaults: jsapi::Defaults,
+}
+
+/// The node thread went away: the server is shutting down.
+pub struct ShuttingDown;
+
+impl Context {
+    /// Queues `op` for the node thread, in the order called (waiting while the queue is
+    /// full), and returns where its answer will come from.
+    pub async fn submit(&self, op: Op) -> Result<Answer, ShuttingDown> {
+        let (reply, rx) = oneshot::channel();
+        self.events.send(Event::Client { op, reply }).await.map_err(|_| ShuttingDown)?;
+        Ok(Answer(rx))
+    }
+}
+
+/// A submitted operation's answer to come.
+pub struct Answer(oneshot::Receiver<OpResult>);
+
+impl Answer {
+    pub async fn get(self) -> OpResult {
+        self.0.await.unwrap_or_else(|_| OpResult::error(ErrorCode::Unavailable, "server shutting down"))
+    }
 }
 
 pub async fn serve(stream: TcpStream, ctx: Context) {
@@ -264,15 +286,10 @@ async fn handle(
             };
             let op = Op::Publish { stream: stream.clone(), subject, msg_id, headers, payload, expected_last_seq };
             let permit = in_flight.clone().acquire_owned().await.expect("never closed");
-            let (tx, rx) = oneshot::channel();
-            if ctx.events.send(Event::Client { op, reply: tx }).await.is_err() {
-                return Err("server shutting down".into());
-            }
+            let Ok(answer) = ctx.submit(op).await else { return Err("server shutting down".into()) };
             let shared = shared.clone();
             tokio::spawn(async move {
-                let result = rx
-                    .await
-                    .unwrap_or_else(|_| OpResult::error(crate::ops::ErrorCode::Unavailable, "server shutting down"));
+                let result = answer.get().await;
                 if let Some(reply) = reply {
                     shared.deliver(&reply, None, &jsapi::pub_ack(&stream, &result));
                 }

@@ -9,7 +9,6 @@
 //! replicas other than 1, 3 or 5) are refused by name, never silently changed.
 
 use super::conn::Context;
-use crate::driver::Event;
 use crate::ops::{ErrorCode, Op, OpResult, StreamView};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -17,7 +16,6 @@ use serde_json::{json, Value};
 use sluice_core::store::{Discard, Limits, StoreConfig, SyncPolicy};
 use sluice_core::stream::StreamConfig;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Server-wide settings the API applies to new streams.
 #[derive(Clone, Copy, Debug)]
@@ -80,11 +78,10 @@ fn rejected(kind: &str, text: &str) -> Value {
 }
 
 async fn call(ctx: &Context, op: Op) -> OpResult {
-    let (tx, rx) = oneshot::channel();
-    if ctx.events.send(Event::Client { op, reply: tx }).await.is_err() {
-        return OpResult::error(ErrorCode::Unavailable, "server shutting down");
+    match ctx.submit(op).await {
+        Ok(answer) => answer.get().await,
+        Err(_) => OpResult::error(ErrorCode::Unavailable, "server shutting down"),
     }
-    rx.await.unwrap_or_else(|_| OpResult::error(ErrorCode::Unavailable, "server shutting down"))
 }
 
 /// Answers one API request; the body is the JSON to send to the reply subject.
