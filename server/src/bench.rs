@@ -37,6 +37,11 @@ fn address(url: &str) -> &str {
     url.strip_prefix("nats://").unwrap_or(url)
 }
 
+/// Reply subjects of API requests (numbered per attempt) and of the warm-up publish; the
+/// timed publishes' are `_INBOX.bench.<index in the batch>`.
+const API_INBOX: &str = "_INBOX.bench.api.";
+const WARM_INBOX: &str = "_INBOX.bench.warm";
+
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
@@ -127,14 +132,27 @@ impl Conn {
         }
     }
 
-    async fn request(&mut self, subject: &str, body: &[u8]) -> Result<serde_json::Value, String> {
-        let mut b = format!("PUB {subject} _INBOX.bench.api {}\r\n", body.len()).into_bytes();
+    /// The next message on `inbox`; messages on other subjects (late answers to earlier
+    /// attempts) are dropped.
+    async fn next_on(&mut self, inbox: &str) -> Result<Vec<u8>, String> {
+        loop {
+            let (subject, body) = self.next_msg().await?;
+            if subject == inbox {
+                return Ok(body);
+            }
+        }
+    }
+
+    /// An API request on its own reply subject (`attempt` numbers it), answered within 5 s.
+    async fn request(&mut self, subject: &str, body: &[u8], attempt: u32) -> Result<serde_json::Value, String> {
+        let inbox = format!("{API_INBOX}{attempt}");
+        let mut b = format!("PUB {subject} {inbox} {}\r\n", body.len()).into_bytes();
         b.extend_from_slice(body);
         b.extend_from_slice(b"\r\n");
         self.send(&b).await?;
-        let (_, body) = tokio::time::timeout(Duration::from_secs(30), self.next_msg())
+        let body = tokio::time::timeout(Duration::from_secs(5), self.next_on(&inbox))
             .await
-            .map_err(|_| format!("no answer to {subject} in 30 s"))??;
+            .map_err(|_| format!("no answer to {subject} in 5 s"))??;
         serde_json::from_slice(&body).map_err(|e| format!("{subject}: answer is not JSON: {e}"))
     }
 }
@@ -150,27 +168,35 @@ pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
             "storage": "file", "retention": "limits", "discard": "old",
         });
         let start = Instant::now();
-        loop {
-            let r = c.request(&format!("$JS.API.STREAM.CREATE.{}", a.stream), cfg.to_string().as_bytes()).await?;
-            match r.get("error") {
-                None => break,
-                // Exists already (with the same config it is not an error on sluice; nats-server
-                // says 10058 only if it differs): go on and publish to it.
-                Some(e) if e["err_code"] == 10058 => break,
-                Some(e) if start.elapsed() < Duration::from_secs(30) => {
-                    eprintln!("create {}: {e}; retrying", a.stream);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Some(e) => return Err(format!("create {}: {e}", a.stream)),
+        // A cluster that just started may drop the request (nats-server does until its
+        // meta leader is elected) or refuse it: ask again, for up to a minute.
+        for attempt in 0.. {
+            let r =
+                c.request(&format!("$JS.API.STREAM.CREATE.{}", a.stream), cfg.to_string().as_bytes(), attempt).await;
+            let why = match r {
+                Ok(r) => match r.get("error") {
+                    None => break,
+                    // Exists already (with the same config it is not an error on sluice;
+                    // nats-server says 10058 only if it differs): publish to it.
+                    Some(e) if e["err_code"] == 10058 => break,
+                    Some(e) => e.to_string(),
+                },
+                Err(e) if e.starts_with("no answer") => e,
+                Err(e) => return Err(e),
+            };
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("create {}: {why}", a.stream));
             }
+            eprintln!("create {}: {why}; retrying", a.stream);
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let payload = vec![b'x'; a.size_bytes];
     // One untimed publish first: a stream just created is still electing its leader, and
     // that wait is not publish latency.
-    let warm = format!("PUB {} _INBOX.bench.warm {}\r\n", a.subject, payload.len());
+    let warm = format!("PUB {} {WARM_INBOX} {}\r\n", a.subject, payload.len());
     c.send(&[warm.as_bytes(), &payload, b"\r\n"].concat()).await?;
-    tokio::time::timeout(Duration::from_secs(30), c.next_msg())
+    tokio::time::timeout(Duration::from_secs(30), c.next_on(WARM_INBOX))
         .await
         .map_err(|_| "no ack to the warm-up publish in 30 s")??;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -188,10 +214,15 @@ pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
         let now = Instant::now();
         sent_at.iter_mut().for_each(|t| *t = now);
         c.send(&out).await?;
-        for _ in 0..a.batch {
+        let mut answered = 0;
+        while answered < a.batch {
             let (subject, body) = tokio::time::timeout(Duration::from_secs(30), c.next_msg())
                 .await
                 .map_err(|_| "no ack in 30 s".to_string())??;
+            if subject.starts_with(API_INBOX) {
+                continue; // a late answer to a create that was retried
+            }
+            answered += 1;
             let i: usize =
                 subject.rsplit('.').next().and_then(|s| s.parse().ok()).ok_or("ack on an unknown subject")?;
             let us = sent_at.get(i).ok_or("ack index out of range")?.elapsed().as_micros() as u64;

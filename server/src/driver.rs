@@ -7,9 +7,12 @@
 //! on the multi-threaded runtime and never wait on the disk.
 //!
 //! Each loop iteration: take one event (or wake for the next tick), drain up to
-//! `EVENTS_PER_TURN` more without waiting (so a burst of publishes becomes one Raft batch and
-//! one fsync), tick the node every `TICK`, run queued background work, then flush frames to
-//! the links and answers to their waiters.
+//! `EVENTS_PER_TURN` more without waiting, tick the node every `TICK` and retry parked
+//! requests, all inside one node batch (`Node::begin_batch`), so a burst of publishes or
+//! appends becomes one log write and one fsync per stream; then run queued background work
+//! and flush frames to the links and answers to their waiters. In interval mode
+//! (`--sync interval`) appends are not synced as written; every Raft log and store is
+//! synced every `sync_interval` here instead.
 //!
 //! Requests the node cannot serve here are forwarded (see `ops.rs`): a write or a read goes
 //! to the stream's leader (reads too, so a client reads what it was just acknowledged), a
@@ -93,10 +96,19 @@ pub struct Driver {
     next_forward: u64,
     subjects: watch::Sender<StreamSubjects>,
     subjects_at: Option<u64>,
+    /// Interval mode: sync every Raft log and store this often (`None`: every append is
+    /// synced as it is written).
+    periodic_sync: Option<Duration>,
 }
 
 impl Driver {
-    pub fn new(node: Node<OsDisk>, clock: OsClock, links: Links, subjects: watch::Sender<StreamSubjects>) -> Driver {
+    pub fn new(
+        node: Node<OsDisk>,
+        clock: OsClock,
+        links: Links,
+        subjects: watch::Sender<StreamSubjects>,
+        periodic_sync: Option<Duration>,
+    ) -> Driver {
         let me = node.id();
         let request_timeout = node.config().request_timeout;
         Driver {
@@ -112,11 +124,13 @@ impl Driver {
             next_forward: 1,
             subjects,
             subjects_at: None,
+            periodic_sync,
         }
     }
 
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut next_tick = self.clock.now();
+        let mut next_sync = self.clock.now() + self.periodic_sync.unwrap_or_default();
         loop {
             let wait = next_tick.saturating_since(self.clock.now());
             let first = tokio::select! {
@@ -127,6 +141,9 @@ impl Driver {
                 () = tokio::time::sleep(wait) => None,
             };
             let mut shutdown = None;
+            // One batch per turn: every publish and append of the turn shares one log
+            // write and one fsync per stream.
+            self.node.begin_batch();
             for ev in first.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok()).take(EVENTS_PER_TURN)) {
                 match ev {
                     Event::Client { op, reply } => {
@@ -143,6 +160,15 @@ impl Driver {
                 self.retry_parked(now);
                 self.expire_forwarded(now);
                 next_tick = now + TICK;
+            }
+            self.node.end_batch(self.clock.now());
+            if let Some(interval) = self.periodic_sync {
+                if now >= next_sync {
+                    for (what, why) in self.node.sync_all() {
+                        tracing::error!(%what, %why, "periodic sync failed");
+                    }
+                    next_sync = now + interval;
+                }
             }
             while self.node.run_work(self.clock.now()) {}
             self.publish_subjects();
@@ -271,6 +297,18 @@ impl Driver {
                         Err(e) => self.stream_error(e),
                     },
                     _ => Step::Done(self.view(&def)),
+                }
+            }
+            Op::DirectGet { name, seq } => {
+                if self.def(name).is_none() {
+                    return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+                }
+                // This replica's own view; one that holds none forwards to one that does,
+                // and one catching up (its store has holes) waits.
+                match self.node.get_message(name, *seq) {
+                    Ok(Some(m)) => Step::Done(OpResult::Message(m)),
+                    Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchMessage, "no message found")),
+                    Err(e) => self.stream_error(e),
                 }
             }
             Op::StreamNames => match self.node.meta_leader() {

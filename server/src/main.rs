@@ -17,7 +17,8 @@ struct Cli {
 enum Command {
     /// Run a node. Flags override the keys of the same name in --config.
     Server {
-        /// A TOML file with any of the keys below (name, data, client, cluster, peers, sync).
+        /// A TOML file with any of the keys below (name, data, client, cluster, peers, sync,
+        /// sync_interval_ms).
         #[arg(long)]
         config: Option<PathBuf>,
         /// This node's name; node ids follow from the sorted names of all nodes.
@@ -35,9 +36,12 @@ enum Command {
         /// The other nodes: NAME=HOST:PORT, comma-separated or repeated.
         #[arg(long, num_args = 1..)]
         peers: Vec<String>,
-        /// Durability of new streams' stores (docs/server.md, "Durability modes").
+        /// When appends reach stable storage (docs/server.md, "Durability modes").
         #[arg(long, value_enum)]
         sync: Option<SyncMode>,
+        /// With --sync interval: how often every log and store is synced [default: 120000].
+        #[arg(long)]
+        sync_interval_ms: Option<u64>,
     },
     /// A closed-loop JetStream publisher against any NATS-protocol server: throughput and
     /// publish-to-ack latency (min, p50, p90, p99, p99.9, max, microseconds).
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("bench: {e}")),
             }
         }
-        Command::Server { config: file, name, data, client, cluster, peers, sync } => {
+        Command::Server { config: file, name, data, client, cluster, peers, sync, sync_interval_ms } => {
             let flags = FileConfig {
                 name,
                 data,
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
                 cluster,
                 peers: (!peers.is_empty()).then_some(peers),
                 sync,
-                sync_interval_ms: None,
+                sync_interval_ms,
             };
             let merged = match file.as_deref().map(config::read_file).transpose() {
                 Ok(f) => f.unwrap_or_default().merge(flags),

@@ -10,7 +10,7 @@
 //! forward reply: request:u64 result
 //! op:     kind:u8, then  1 create: config_json:bytes replicas:u8 | 2 delete: name:bytes
 //!         3 publish: stream subject msg_id headers payload:bytes expected:u8 [seq:u64]
-//!         4 info: name | 5 get: name seq:u64 | 6 names
+//!         4 info: name | 5 get: name seq:u64 | 6 names | 7 direct get: name seq:u64
 //! result: kind:u8, then  1 stream: view_json:bytes | 2 deleted | 3 published: seq:u64 dup:u8
 //!         4 message: seq:u64 ts:i64 subject headers payload:bytes | 5 names: n:u32 name*
 //!         6 error: code:u8 text:bytes
@@ -49,6 +49,12 @@ pub enum Op {
         name: String,
     },
     GetMsg {
+        name: String,
+        seq: u64,
+    },
+    /// A read served by whichever replica it reaches, leader or not (NATS's direct get):
+    /// what that replica has applied, which may trail the leader.
+    DirectGet {
         name: String,
         seq: u64,
     },
@@ -161,6 +167,11 @@ pub fn encode_forward(request: u64, hops: u8, op: &Op) -> Bytes {
             b.put_u64_le(*seq);
         }
         Op::StreamNames => b.put_u8(6),
+        Op::DirectGet { name, seq } => {
+            b.put_u8(7);
+            put_bytes(&mut b, name.as_bytes());
+            b.put_u64_le(*seq);
+        }
     }
     b.freeze()
 }
@@ -268,6 +279,7 @@ pub fn decode_forward(body: Bytes) -> Result<(u64, u8, Op), String> {
         4 => Op::StreamInfo { name: r.string("name")? },
         5 => Op::GetMsg { name: r.string("name")?, seq: r.u64("seq")? },
         6 => Op::StreamNames,
+        7 => Op::DirectGet { name: r.string("name")?, seq: r.u64("seq")? },
         other => return Err(format!("forwarded request: unknown kind {other}")),
     };
     r.end()?;
@@ -341,6 +353,7 @@ mod tests {
             },
             Op::StreamInfo { name: "s".into() },
             Op::GetMsg { name: "s".into(), seq: 9 },
+            Op::DirectGet { name: "s".into(), seq: 10 },
             Op::StreamNames,
         ]
     }

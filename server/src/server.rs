@@ -5,7 +5,7 @@
 //! stderr and a non-zero exit, with nothing half-started.
 
 use crate::cluster;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, SyncMode};
 use crate::driver::{Driver, Event, StreamSubjects, EVENT_QUEUE};
 use crate::nats;
 use sluice_core::env::Clock;
@@ -35,7 +35,11 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let client = bind("client", cfg.client_addr).await?;
     let cluster_listener = bind("cluster", cfg.cluster_addr).await?;
     let clock = OsClock::new();
-    let node_cfg = NodeConfig::new(cfg.id, cfg.nodes.keys().copied(), "node");
+    let mut node_cfg = NodeConfig::new(cfg.id, cfg.nodes.keys().copied(), "node");
+    // Interval mode: Raft appends are synced by the driver's periodic `sync_all`, not by
+    // each write (docs/server.md, "Durability modes").
+    node_cfg.log.sync_appends = cfg.sync == SyncMode::Always;
+    let periodic_sync = (cfg.sync == SyncMode::Interval).then_some(cfg.sync_interval);
     let node = Node::open(disk, node_cfg, clock.now()).map_err(|e| format!("opening the node's data: {e}"))?;
     tracing::info!(
         name = %cfg.name, id = cfg.id, client = %cfg.client_addr, cluster = %cfg.cluster_addr,
@@ -47,7 +51,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     tokio::spawn(cluster::accept(cluster_listener, Arc::new(cfg.nodes.clone()), cfg.id, events_tx.clone()));
 
     let (subjects_tx, subjects_rx) = watch::channel::<StreamSubjects>(Arc::new(Vec::new()));
-    let driver = Driver::new(node, clock, links, subjects_tx);
+    let driver = Driver::new(node, clock, links, subjects_tx, periodic_sync);
     let node_thread = std::thread::Builder::new()
         .name(format!("sluice-node-{}", cfg.name))
         .spawn(move || {

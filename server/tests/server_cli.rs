@@ -30,6 +30,10 @@ fn bad_configs_busy_ports_and_unwritable_dirs_are_refused_with_the_reason() {
     assert_eq!(code, 2);
     assert!(err.contains("--data"), "{err}");
 
+    let (code, err) = server(&["--name", "n1", "--data", data, "--sync", "interval", "--sync-interval-ms", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sync_interval_ms must be above zero"), "{err}");
+
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "name = \"n1\"\ndta = \"/tmp\"\n").unwrap();
     let (code, err) = server(&["--config", cfg.to_str().unwrap()]);

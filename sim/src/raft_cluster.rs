@@ -220,9 +220,12 @@ impl RaftCluster {
     /// Opens node `i`'s storage and builds its Raft from what it recovered.
     fn start(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        let (storage, rec) =
-            RaftStorage::open(node.disk.clone(), Path::new(GROUP_DIR), LogConfig { segment_bytes: 4096 })
-                .map_err(|e| format!("node {} recovery failed: {e}", node.id))?;
+        let (storage, rec) = RaftStorage::open(
+            node.disk.clone(),
+            Path::new(GROUP_DIR),
+            LogConfig { segment_bytes: 4096, sync_appends: true },
+        )
+        .map_err(|e| format!("node {} recovery failed: {e}", node.id))?;
         let recovered = RecoveredLog {
             hard_state: rec.hard_state,
             snapshot: rec.snapshot,

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const DIR: &str = "groups/1";
-const CONFIG: LogConfig = LogConfig { segment_bytes: 4096 };
+const CONFIG: LogConfig = LogConfig { segment_bytes: 4096, sync_appends: true };
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -541,4 +541,30 @@ fn a_flip_on_the_read_path_is_not_corruption() {
     assert_eq!(recovered.entries, entries[30..].to_vec());
     assert_eq!(recovered.commit_floor, 50);
     assert_eq!(disk.fault_counts().get(&FaultKind::ReadBitflip), Some(&6), "every flip was read");
+}
+
+/// The interval mode (`sync_appends: false`): `persist` leaves appended entries to the OS,
+/// so a power loss before the owner's `sync` loses them; after `sync` they survive. The
+/// default mode syncs them inside `persist`.
+#[test]
+fn persist_syncs_appends_only_in_the_synchronous_mode() {
+    use sluice_core::raft::PersistIo;
+    let recovered_after_crash = |sync_appends: bool, sync_after: bool| -> usize {
+        let disk = FaultFs::new(11);
+        let config = LogConfig { sync_appends, ..CONFIG };
+        let (mut storage, _) = RaftStorage::open(disk.clone(), Path::new(DIR), config).unwrap();
+        let entries: Vec<Entry> = (1..=20)
+            .map(|index| Entry { index, term: 1, kind: EntryKind::Normal, data: data(index, 1, index, 100) })
+            .collect();
+        storage.persist(&PersistIo { id: 1, entries, commit_claim: 0, ..Default::default() }).unwrap();
+        if sync_after {
+            storage.sync().unwrap();
+        }
+        drop(storage);
+        disk.crash_with(CrashMode::LoseUnsynced);
+        RaftStorage::open(disk, Path::new(DIR), config).unwrap().1.entries.len()
+    };
+    assert_eq!(recovered_after_crash(true, false), 20, "synchronous mode: durable when persist returns");
+    assert_eq!(recovered_after_crash(false, false), 0, "interval mode: nothing synced until sync()");
+    assert_eq!(recovered_after_crash(false, true), 20, "interval mode: durable after sync()");
 }

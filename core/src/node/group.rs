@@ -25,6 +25,8 @@ pub struct RaftGroup<D: Disk> {
     pub storage: RaftStorage<D>,
     /// The storage error that stopped this group; it must be reopened.
     pub failed: Option<RaftStorageError>,
+    /// Persists that appended entries, for `GroupStats::log_writes`.
+    pub log_writes: u64,
 }
 
 /// What opening a group found, for logs and tests.
@@ -69,7 +71,7 @@ impl<D: Disk> RaftGroup<D> {
         };
         let raft =
             Raft::new(raft_cfg, group, voters, recovered, seed, now).map_err(|e| format!("group {group}: {e}"))?;
-        Ok((RaftGroup { raft, storage, failed: None }, recovery))
+        Ok((RaftGroup { raft, storage, failed: None, log_writes: 0 }, recovery))
     }
 
     /// Executes every pending action: sends go to `outbox`, persists run now.
@@ -85,7 +87,10 @@ impl<D: Disk> RaftGroup<D> {
                     }
                     let result = self.storage.persist(&io);
                     match result {
-                        Ok(()) => self.raft.handle_persisted(now, io.id),
+                        Ok(()) => {
+                            self.log_writes += u64::from(!io.entries.is_empty());
+                            self.raft.handle_persisted(now, io.id);
+                        }
                         Err(e) => {
                             tracing::error!(group = self.raft.group(), error = %e, "raft log write failed; group stops");
                             self.failed = Some(e);

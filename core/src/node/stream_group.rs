@@ -93,6 +93,9 @@ pub struct GroupStats {
     pub chunks_served: u64,
     pub checkpoints: u64,
     pub compactions: u64,
+    /// Raft log writes that appended entries (each one sync in the synchronous mode): a
+    /// batch of proposals or appends shares one.
+    pub log_writes: u64,
 }
 
 pub(super) fn group_dir(cfg: &NodeConfig, group: u64) -> PathBuf {

@@ -291,6 +291,56 @@ fn publishes_are_acknowledged_in_order_and_replicated() {
     assert!(matches!(c.node(leader).create_stream(now, cfg, 5), Err(ClientError::InvalidRequest { .. })));
 }
 
+/// Publishes proposed inside one batch share one log write on the leader (and, delivered
+/// in one batch, on each follower), and are still acknowledged in order, each after commit;
+/// outside a batch each publish is its own write.
+#[test]
+fn a_batch_of_publishes_shares_one_log_write() {
+    let mut c = Cluster::new("node-batch", 3, manual_snapshots());
+    c.meta_leader();
+    c.create("b", 3);
+    c.publish_ok("b", "warm-up", "");
+    let leader = c.stream_leader("b");
+    let writes = |c: &mut Cluster, id| c.node(id).stream_info("b").unwrap().stats.log_writes;
+    let subject = Bytes::from_static(b"b.x");
+    let publish = |i: u64| Publish {
+        timestamp_ns: 0,
+        msg_id: Bytes::from(format!("id-{i}")),
+        subject: subject.clone(),
+        headers: Bytes::new(),
+        payload: Bytes::from(format!("m{i}")),
+        expected_last_seq: None,
+    };
+
+    let before = writes(&mut c, leader);
+    let (now, wall) = (c.now, c.wall_ns);
+    let node = c.node(leader);
+    node.begin_batch();
+    let requests: Vec<RequestId> = (0..50).map(|i| node.publish(now, wall, "b", publish(i)).unwrap()).collect();
+    assert!(node.poll_send().is_none(), "nothing leaves before the batch's write");
+    assert_eq!(node.end_batch(now), 1, "one stream group touched");
+    assert_eq!(writes(&mut c, leader), before + 1, "50 proposals, one log write");
+    c.deliver();
+    assert!(c.run_until(Duration::from_secs(10), |c| requests.iter().all(|r| c.replies.contains_key(&(leader, *r)))));
+    for (i, r) in requests.iter().enumerate() {
+        let reply = c.replies.remove(&(leader, *r)).unwrap();
+        assert_eq!(reply, Reply::Published { seq: i as u64 + 2, duplicate: false }, "publish {i}");
+    }
+
+    // Unbatched: one write per publish.
+    let before = writes(&mut c, leader);
+    for i in 50..60 {
+        let (now, wall) = (c.now, c.wall_ns);
+        c.node(leader).publish(now, wall, "b", publish(i)).unwrap();
+    }
+    assert_eq!(writes(&mut c, leader), before + 10);
+    c.converged("b");
+    for id in [1, 2, 3] {
+        assert_eq!(c.node(id).stream_info("b").unwrap().stream.state.msgs, 61, "node {id}");
+        assert_eq!(&c.node(id).get_message("b", 30).unwrap().unwrap().payload[..], b"m28");
+    }
+}
+
 #[test]
 fn dedupe_survives_leader_change_and_restart() {
     let mut c = Cluster::new("node-dedupe", 3, manual_snapshots());

@@ -252,8 +252,8 @@ async fn handle(
                 let permit = in_flight.clone().acquire_owned().await.expect("never closed");
                 let (ctx, shared) = (ctx.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let body = jsapi::handle(&ctx, &subject, &payload).await;
-                    shared.deliver(&reply, None, &body);
+                    let answer = jsapi::handle(&ctx, &subject, &payload).await;
+                    shared.deliver(&reply, answer.headers.as_deref(), &answer.body);
                     drop(permit);
                 });
                 return Ok(());

@@ -2,7 +2,10 @@
 //! publish to a stream's subject gets.
 //!
 //! Served: `INFO`, `STREAM.CREATE.<name>`, `STREAM.INFO.<name>`, `STREAM.DELETE.<name>`,
-//! `STREAM.NAMES`, `STREAM.MSG.GET.<name>`. Anything else under `$JS.API.` gets a NATS error
+//! `STREAM.NAMES`, `STREAM.MSG.GET.<name>`, and `DIRECT.GET.<name>` (answered by whichever
+//! replica the request reaches, as a message with `Nats-Stream`/`Nats-Subject`/
+//! `Nats-Sequence`/`Nats-Time-Stamp` headers, or a `404`/`408`/`503` status, as nats-server
+//! does for streams with `allow_direct`). Anything else under `$JS.API.` gets a NATS error
 //! response (`code` 400, `err_code` 10003 "not supported by sluice"). Request bodies are
 //! parsed with bounded size (the payload limit) and unknown fields ignored, as nats-server
 //! does; fields sluice cannot honour (memory storage, retention other than limits,
@@ -84,11 +87,62 @@ async fn call(ctx: &Context, op: Op) -> OpResult {
     }
 }
 
-/// Answers one API request; the body is the JSON to send to the reply subject.
-pub async fn handle(ctx: &Context, subject: &[u8], payload: &[u8]) -> Vec<u8> {
+/// An answer to the reply subject: a header block (a direct get) and the body.
+pub struct ApiReply {
+    pub headers: Option<Vec<u8>>,
+    pub body: Vec<u8>,
+}
+
+/// Answers one API request.
+pub async fn handle(ctx: &Context, subject: &[u8], payload: &[u8]) -> ApiReply {
     let api = std::str::from_utf8(&subject[b"$JS.API.".len()..]).unwrap_or("");
+    if let Some(name) = api.strip_prefix("DIRECT.GET.") {
+        return direct_get(ctx, name, payload).await;
+    }
     let v = route(ctx, api, payload).await;
-    serde_json::to_vec(&v).expect("JSON values serialize")
+    ApiReply { headers: None, body: serde_json::to_vec(&v).expect("JSON values serialize") }
+}
+
+/// A direct get by sequence (`{"seq": N}`); sluice has no by-subject lookups.
+async fn direct_get(ctx: &Context, name: &str, payload: &[u8]) -> ApiReply {
+    let status =
+        |line: &str| ApiReply { headers: Some(format!("NATS/1.0 {line}\r\n\r\n").into_bytes()), body: Vec::new() };
+    if sluice_core::stream::validate_stream_name(name).is_err() {
+        return status("408 Bad Request");
+    }
+    let seq = match serde_json::from_slice::<MsgGetRequest>(payload) {
+        Ok(MsgGetRequest { seq: Some(seq) }) if seq > 0 => seq,
+        _ => return status("408 Bad Request"),
+    };
+    match call(ctx, Op::DirectGet { name: name.into(), seq }).await {
+        OpResult::Message(m) => ApiReply { headers: Some(direct_headers(name, &m)), body: m.payload.to_vec() },
+        OpResult::Error { code: ErrorCode::NoSuchMessage | ErrorCode::NoSuchStream, .. } => {
+            status("404 Message Not Found")
+        }
+        _ => status("503 Unavailable"),
+    }
+}
+
+/// The stored message's own headers (if any), then the stream's.
+fn direct_headers(stream: &str, m: &sluice_core::store::StoredMessage) -> Vec<u8> {
+    let mut h = b"NATS/1.0\r\n".to_vec();
+    // A stored header block is `NATS/1.0[ status]\r\n(line\r\n)*\r\n`; keep its lines.
+    if let Some(lines) = m.headers.strip_prefix(b"NATS/1.0").and_then(|rest| {
+        let start = rest.windows(2).position(|w| w == b"\r\n")? + 2;
+        rest[start..].strip_suffix(b"\r\n")
+    }) {
+        h.extend_from_slice(lines);
+    }
+    let subject = String::from_utf8_lossy(&m.subject);
+    let ts = rfc3339(m.timestamp_ns);
+    h.extend_from_slice(
+        format!(
+            "Nats-Stream: {stream}\r\nNats-Subject: {subject}\r\nNats-Sequence: {}\r\nNats-Time-Stamp: {ts}\r\n\r\n",
+            m.seq
+        )
+        .as_bytes(),
+    );
+    h
 }
 
 async fn route(ctx: &Context, api: &str, payload: &[u8]) -> Value {
@@ -484,6 +538,27 @@ mod tests {
         assert_eq!(code(RejectReason::SubjectNotInStream), 10003);
         let d = rejected("", &RejectReason::LimitExceeded { limit: LimitKind::MaxMsgs }.to_string());
         assert_eq!(d["error"]["description"], "maximum messages exceeded");
+    }
+
+    #[test]
+    fn direct_get_headers_keep_the_message_headers_and_name_the_stream() {
+        let mut m = sluice_core::store::StoredMessage {
+            seq: 12,
+            timestamp_ns: 0,
+            subject: bytes::Bytes::from_static(b"a.b"),
+            headers: bytes::Bytes::from_static(b"NATS/1.0\r\nNats-Msg-Id: k-1\r\nX: y\r\n\r\n"),
+            payload: bytes::Bytes::from_static(b"p"),
+        };
+        let expected_tail =
+            "Nats-Stream: S\r\nNats-Subject: a.b\r\nNats-Sequence: 12\r\nNats-Time-Stamp: 1970-01-01T00:00:00Z\r\n\r\n";
+        let h = String::from_utf8(direct_headers("S", &m)).unwrap();
+        assert_eq!(h, format!("NATS/1.0\r\nNats-Msg-Id: k-1\r\nX: y\r\n{expected_tail}"));
+        // No headers, or a block that is not NATS-shaped: the stream's headers only.
+        for stored in [&b""[..], b"garbage", b"NATS/1.0"] {
+            m.headers = bytes::Bytes::copy_from_slice(stored);
+            let h = String::from_utf8(direct_headers("S", &m)).unwrap();
+            assert_eq!(h, format!("NATS/1.0\r\n{expected_tail}"), "{stored:?}");
+        }
     }
 
     #[test]

@@ -97,11 +97,18 @@ pub struct LogConfig {
     /// A new segment starts when the last one has reached this size (so a segment exceeds
     /// it by less than one record). `SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX`.
     pub segment_bytes: u64,
+    /// Whether `persist` syncs the entries it appends before it returns (so an entry counts
+    /// toward a commit quorum only once it is on stable storage). `false` is the interval
+    /// mode: appends reach the OS at once and stable storage at the owner's next `sync`, so
+    /// a power loss on a quorum can lose acknowledged entries (a process crash cannot).
+    /// Votes, truncations and snapshots stay synchronous either way: a lost vote could elect
+    /// two leaders in one term, and a lost truncation could mix two histories.
+    pub sync_appends: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_bytes: 4 * 1024 * 1024 }
+        LogConfig { segment_bytes: 4 * 1024 * 1024, sync_appends: true }
     }
 }
 
@@ -463,7 +470,9 @@ impl<D: Disk> RaftStorage<D> {
         }
         if !io.entries.is_empty() {
             self.append(&io.entries, io.commit_claim)?;
-            self.sync()?;
+            if self.config.sync_appends {
+                self.sync()?;
+            }
         }
         if let Some(s) = &io.adopt_snapshot {
             self.save_snapshot(s)?;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 const GROUP: &str = "groups/7";
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: SEGMENT_BYTES_MIN }
+    LogConfig { segment_bytes: SEGMENT_BYTES_MIN, sync_appends: true }
 }
 
 /// Entry `index` of term `term`, with 100 bytes of data that name both.
@@ -482,7 +482,7 @@ fn leftover_temporary_files_are_removed_and_strangers_left_alone() {
 #[test]
 fn invalid_config_is_refused() {
     let fx = Fixture::new("raft-config");
-    let result = RaftStorage::open(fx.disk.clone(), fx.dir(), LogConfig { segment_bytes: 100 });
+    let result = RaftStorage::open(fx.disk.clone(), fx.dir(), LogConfig { segment_bytes: 100, sync_appends: true });
     assert!(matches!(result, Err(RaftStorageError::InvalidConfig { .. })));
 }
 
