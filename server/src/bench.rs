@@ -41,14 +41,15 @@ fn address(url: &str) -> &str {
 /// timed publishes' are `_INBOX.bench.<index in the batch>`.
 const API_INBOX: &str = "_INBOX.bench.api.";
 const WARM_INBOX: &str = "_INBOX.bench.warm";
+const NO_RESPONDERS: &str = "no responders: no stream holds the subject";
 
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
 }
 
-/// One message the server sent: (subject, payload).
-type Msg = (String, Vec<u8>);
+/// One message the server sent: (subject, payload, whether it is a no-responders status).
+type Msg = (String, Vec<u8>, bool);
 
 impl Conn {
     async fn open(url: &str) -> Result<Conn, String> {
@@ -119,12 +120,9 @@ impl Conn {
                         self.fill().await?;
                     }
                     let body = self.buf[headers..total].to_vec();
-                    let status = String::from_utf8_lossy(&self.buf[..headers]).into_owned();
+                    let no_responders = self.buf[..headers].starts_with(b"NATS/1.0 503");
                     self.buf.advance(total + 2);
-                    if status.starts_with("NATS/1.0 503") {
-                        return Err("no responders: no stream holds the subject".into());
-                    }
-                    return Ok((parts[1].to_string(), body));
+                    return Ok((parts[1].to_string(), body, no_responders));
                 }
                 Some("-ERR") => return Err(l),
                 _ => {}
@@ -136,9 +134,9 @@ impl Conn {
     /// attempts) are dropped.
     async fn next_on(&mut self, inbox: &str) -> Result<Vec<u8>, String> {
         loop {
-            let (subject, body) = self.next_msg().await?;
+            let (subject, body, no_responders) = self.next_msg().await?;
             if subject == inbox {
-                return Ok(body);
+                return if no_responders { Err(NO_RESPONDERS.into()) } else { Ok(body) };
             }
         }
     }
@@ -181,7 +179,8 @@ pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
                     Some(e) if e["err_code"] == 10058 => break,
                     Some(e) => e.to_string(),
                 },
-                Err(e) if e.starts_with("no answer") => e,
+                // A cluster still starting: nothing answered yet, or nobody serves the API.
+                Err(e) if e.starts_with("no answer") || e == NO_RESPONDERS => e,
                 Err(e) => return Err(e),
             };
             if start.elapsed() > Duration::from_secs(60) {
@@ -216,11 +215,14 @@ pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
         c.send(&out).await?;
         let mut answered = 0;
         while answered < a.batch {
-            let (subject, body) = tokio::time::timeout(Duration::from_secs(30), c.next_msg())
+            let (subject, body, no_responders) = tokio::time::timeout(Duration::from_secs(30), c.next_msg())
                 .await
                 .map_err(|_| "no ack in 30 s".to_string())??;
             if subject.starts_with(API_INBOX) {
                 continue; // a late answer to a create that was retried
+            }
+            if no_responders {
+                return Err(NO_RESPONDERS.into());
             }
             answered += 1;
             let i: usize =

@@ -9,8 +9,10 @@
 //! Each loop iteration: take one event (or wake for the next tick), drain up to
 //! `EVENTS_PER_TURN` more without waiting, tick the node every `TICK` and retry parked
 //! requests, all inside one node batch (`Node::begin_batch`), so a burst of publishes or
-//! appends becomes one log write and one fsync per stream; then run queued background work
-//! and flush frames to the links and answers to their waiters. In interval mode
+//! appends becomes one log write and one fsync per stream; send the frames that do not wait
+//! for those writes (a leader's appends) before making them, so followers write in parallel;
+//! then run queued background work and flush frames to the links and answers to their
+//! waiters. In interval mode
 //! (`--sync interval`) appends are not synced as written; every Raft log and store is
 //! synced every `sync_interval` here instead.
 //!
@@ -161,7 +163,12 @@ impl Driver {
                 self.expire_forwarded(now);
                 next_tick = now + TICK;
             }
-            self.node.end_batch(self.clock.now());
+            // The leader's appends leave before its own log write, so followers write in
+            // parallel with it; what promises durability waits for the write.
+            if self.node.end_batch(self.clock.now()) > 0 {
+                self.flush();
+            }
+            self.node.write_batch(self.clock.now());
             if let Some(interval) = self.periodic_sync {
                 if now >= next_sync {
                     for (what, why) in self.node.sync_all() {

@@ -565,6 +565,26 @@ fn persist_syncs_appends_only_in_the_synchronous_mode() {
         RaftStorage::open(disk, Path::new(DIR), config).unwrap().1.entries.len()
     };
     assert_eq!(recovered_after_crash(true, false), 20, "synchronous mode: durable when persist returns");
+    // Interval mode writes no commit claim above the synced log: after a power loss the
+    // floor stays within what survived, so the node is not taken for damaged.
+    let disk = FaultFs::new(12);
+    let config = LogConfig { sync_appends: false, ..CONFIG };
+    let (mut storage, _) = RaftStorage::open(disk.clone(), Path::new(DIR), config).unwrap();
+    let batch = |range: std::ops::RangeInclusive<Index>| -> Vec<Entry> {
+        range.map(|index| Entry { index, term: 1, kind: EntryKind::Normal, data: data(index, 1, index, 100) }).collect()
+    };
+    storage.persist(&PersistIo { id: 1, entries: batch(1..=10), commit_claim: 10, ..Default::default() }).unwrap();
+    storage.sync().unwrap();
+    let hard_state = Some(HardState { term: 2, vote: 1, commit: 30 });
+    storage
+        .persist(&PersistIo { id: 2, entries: batch(11..=30), commit_claim: 30, hard_state, ..Default::default() })
+        .unwrap();
+    drop(storage);
+    disk.crash_with(CrashMode::LoseUnsynced);
+    let (_, recovered) = RaftStorage::open(disk, Path::new(DIR), config).unwrap();
+    assert_eq!(recovered.entries.len(), 10, "the synced batch survives, the unsynced one is lost");
+    assert_eq!(recovered.hard_state.term, 2, "votes stay synchronous");
+    assert!(recovered.commit_floor <= 10, "commit floor {} above the surviving log", recovered.commit_floor);
     assert_eq!(recovered_after_crash(false, false), 0, "interval mode: nothing synced until sync()");
     assert_eq!(recovered_after_crash(false, true), 20, "interval mode: durable after sync()");
 }

@@ -12,7 +12,9 @@ use super::config::NodeConfig;
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId};
 use crate::raft::storage::{RaftStorage, RaftStorageError, Recovered};
-use crate::raft::{Action, Checkpoint, GroupId, Index, Membership, Raft, RecoveredLog, Snapshot, SnapshotMeta};
+use crate::raft::{
+    Action, Checkpoint, GroupId, Index, Membership, PersistIo, Raft, RecoveredLog, Snapshot, SnapshotMeta,
+};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -27,6 +29,8 @@ pub struct RaftGroup<D: Disk> {
     pub failed: Option<RaftStorageError>,
     /// Persists that appended entries, for `GroupStats::log_writes`.
     pub log_writes: u64,
+    /// A write `drive_to_write` stopped at; the next `drive` makes it first.
+    held_write: Option<PersistIo>,
 }
 
 /// What opening a group found, for logs and tests.
@@ -71,33 +75,59 @@ impl<D: Disk> RaftGroup<D> {
         };
         let raft =
             Raft::new(raft_cfg, group, voters, recovered, seed, now).map_err(|e| format!("group {group}: {e}"))?;
-        Ok((RaftGroup { raft, storage, failed: None, log_writes: 0 }, recovery))
+        Ok((RaftGroup { raft, storage, failed: None, log_writes: 0, held_write: None }, recovery))
     }
 
     /// Executes every pending action: sends go to `outbox`, persists run now.
     pub fn drive(&mut self, now: MonoTime, outbox: &mut Outbox) {
+        if let Some(io) = self.held_write.take() {
+            self.persist(now, &io);
+        }
         // Each persist can release held messages, which the next poll returns; the Raft
         // outbox and its io queue are bounded, so this loop ends.
         while let Some(action) = self.raft.poll_action(now) {
             match action {
                 Action::Send(m) => outbox.push_back((m.to, m.encode())),
+                Action::Persist(io) => self.persist(now, &io),
+            }
+        }
+    }
+
+    /// The first half of `drive`: queues the sends that come before the next write and stops
+    /// at that write, which the next `drive` makes. Returns whether a write is held. The
+    /// runtime sends what this queued while the write runs, so a leader's appends reach the
+    /// followers while its own disk writes them (Raft §10.2.1): those messages promise
+    /// nothing, and the leader counts itself toward a commit only once its write is
+    /// durable. Messages that promise a write stay held by Raft until it is.
+    pub fn drive_to_write(&mut self, now: MonoTime, outbox: &mut Outbox) -> bool {
+        if self.held_write.is_some() {
+            return true;
+        }
+        while let Some(action) = self.raft.poll_action(now) {
+            match action {
+                Action::Send(m) => outbox.push_back((m.to, m.encode())),
                 Action::Persist(io) => {
-                    if self.failed.is_some() {
-                        continue; // never acknowledge anything after a storage failure
-                    }
-                    let result = self.storage.persist(&io);
-                    match result {
-                        Ok(()) => {
-                            self.log_writes += u64::from(!io.entries.is_empty());
-                            self.raft.handle_persisted(now, io.id);
-                        }
-                        Err(e) => {
-                            tracing::error!(group = self.raft.group(), error = %e, "raft log write failed; group stops");
-                            self.failed = Some(e);
-                            self.raft.set_campaign_allowed(false);
-                        }
-                    }
+                    self.held_write = Some(io);
+                    return true;
                 }
+            }
+        }
+        false
+    }
+
+    fn persist(&mut self, now: MonoTime, io: &PersistIo) {
+        if self.failed.is_some() {
+            return; // never acknowledge anything after a storage failure
+        }
+        match self.storage.persist(io) {
+            Ok(()) => {
+                self.log_writes += u64::from(!io.entries.is_empty());
+                self.raft.handle_persisted(now, io.id);
+            }
+            Err(e) => {
+                tracing::error!(group = self.raft.group(), error = %e, "raft log write failed; group stops");
+                self.failed = Some(e);
+                self.raft.set_campaign_allowed(false);
             }
         }
     }

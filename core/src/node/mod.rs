@@ -19,10 +19,12 @@
 //! and drains `poll_send` (frames to peers) and `poll_reply` (answers to requests).
 //!
 //! Batching: between `begin_batch` and `end_batch(now)`, frames and requests for stream
-//! groups only stage their Raft work; `end_batch` then drives each touched group once, so a
-//! burst of publishes or appends costs one log write and one fsync per group instead of one
-//! each. Outside a batch every input drives its group at once. Either way nothing is sent
-//! or acknowledged before the write it depends on is durable (`RaftGroup::drive`).
+//! groups only stage their Raft work; `end_batch` then drives each touched group up to its
+//! one log write and holds it, the runtime sends what is queued (a leader's appends), and
+//! `write_batch(now)` makes the writes and finishes. A burst of publishes or appends costs
+//! one log write and one fsync per group instead of one each, and the followers write while
+//! the leader does. Outside a batch every input drives its group at once. Either way nothing
+//! that promises a write is sent before the write is durable (`RaftGroup::drive`).
 //!
 //! Invariants:
 //! * a reply to a publish carries the stream sequence only after its entry committed and
@@ -224,6 +226,8 @@ pub struct Node<D: Disk> {
     scan_orphans: bool,
     /// Inside `begin_batch`..`end_batch`: the stream groups with staged, undriven work.
     batch: Option<BTreeSet<GroupId>>,
+    /// After `end_batch`: the stream groups whose log write waits for `write_batch`.
+    writes_held: BTreeSet<GroupId>,
     stats: NodeStats,
 }
 
@@ -255,6 +259,7 @@ impl<D: Disk> Node<D> {
             outstanding: 0,
             scan_orphans: true,
             batch: None,
+            writes_held: BTreeSet::new(),
             stats: NodeStats::default(),
             cfg,
         };
@@ -494,6 +499,7 @@ impl<D: Disk> Node<D> {
     /// Raft's uncommitted-entry limits refuse proposals beyond them.
     pub fn begin_batch(&mut self) {
         assert!(self.batch.is_none(), "batches do not nest");
+        assert!(self.writes_held.is_empty(), "write_batch must follow end_batch");
         self.batch = Some(BTreeSet::new());
     }
 
@@ -501,16 +507,33 @@ impl<D: Disk> Node<D> {
         self.batch.is_some()
     }
 
-    /// Ends the batch: drives every stream group it touched once (one log write and sync
-    /// each), in group order. Returns how many groups it drove.
+    /// Ends the batch, first half: drives every stream group it touched up to its log write
+    /// (one per group for everything the batch staged) and holds that write. The frames
+    /// that do not wait for it (a leader's appends) are in `poll_send` now: send them, then
+    /// call `write_batch`, so followers write while this node does. A group with nothing
+    /// to write is driven to the end here. Returns how many writes are held.
     pub fn end_batch(&mut self, now: MonoTime) -> usize {
         let touched = self.batch.take().expect("end_batch without begin_batch");
-        for &id in &touched {
+        for id in touched {
             // A group closed inside the batch (a reconcile) lost its staged work with it,
             // as a crash before the write would; nothing of it was sent or acknowledged.
+            let Some(g) = self.streams.get_mut(&id) else { continue };
+            if g.group.drive_to_write(now, &mut self.outbox) {
+                self.writes_held.insert(id);
+            } else {
+                self.drive_stream(now, id);
+            }
+        }
+        self.writes_held.len()
+    }
+
+    /// Ends the batch, second half: makes the held writes (one log write, and in durable
+    /// mode one sync, per group), then finishes driving those groups: acknowledgements and
+    /// votes that waited for the writes, commits, applies, replies.
+    pub fn write_batch(&mut self, now: MonoTime) {
+        for id in std::mem::take(&mut self.writes_held) {
             self.drive_stream(now, id);
         }
-        touched.len()
     }
 
     fn check_capacity(&self) -> Result<(), ClientError> {

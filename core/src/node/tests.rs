@@ -317,9 +317,22 @@ fn a_batch_of_publishes_shares_one_log_write() {
     let node = c.node(leader);
     node.begin_batch();
     let requests: Vec<RequestId> = (0..50).map(|i| node.publish(now, wall, "b", publish(i)).unwrap()).collect();
-    assert!(node.poll_send().is_none(), "nothing leaves before the batch's write");
-    assert_eq!(node.end_batch(now), 1, "one stream group touched");
+    assert!(node.poll_send().is_none(), "nothing leaves before the batch ends");
+    assert_eq!(node.end_batch(now), 1, "one write held, for the one stream group touched");
+    // The leader's appends go out before its own write; they promise nothing.
+    let mut appends = Vec::new();
+    while let Some(frame) = node.poll_send() {
+        appends.push(frame);
+    }
+    assert_eq!(appends.len(), 2, "one append to each follower");
+    assert_eq!(writes(&mut c, leader), before, "the write is held until write_batch");
+    let node = c.node(leader);
+    node.write_batch(now);
+    assert!(node.poll_reply().is_none(), "nothing is acknowledged before the followers answer");
     assert_eq!(writes(&mut c, leader), before + 1, "50 proposals, one log write");
+    for (to, frame) in appends {
+        c.net.push_back((leader, to, frame));
+    }
     c.deliver();
     assert!(c.run_until(Duration::from_secs(10), |c| requests.iter().all(|r| c.replies.contains_key(&(leader, *r)))));
     for (i, r) in requests.iter().enumerate() {

@@ -4,7 +4,8 @@
 //! Served: `INFO`, `STREAM.CREATE.<name>`, `STREAM.INFO.<name>`, `STREAM.DELETE.<name>`,
 //! `STREAM.NAMES`, `STREAM.MSG.GET.<name>`, and `DIRECT.GET.<name>` (answered by whichever
 //! replica the request reaches, as a message with `Nats-Stream`/`Nats-Subject`/
-//! `Nats-Sequence`/`Nats-Time-Stamp` headers, or a `404`/`408`/`503` status, as nats-server
+//! `Nats-Sequence`/`Nats-Time-Stamp` headers, or a `404`/`408`/`503` status (503: no such
+//! stream, or no replica can answer now), as nats-server
 //! does for streams with `allow_direct`). Anything else under `$JS.API.` gets a NATS error
 //! response (`code` 400, `err_code` 10003 "not supported by sluice"). Request bodies are
 //! parsed with bounded size (the payload limit) and unknown fields ignored, as nats-server
@@ -116,22 +117,30 @@ async fn direct_get(ctx: &Context, name: &str, payload: &[u8]) -> ApiReply {
     };
     match call(ctx, Op::DirectGet { name: name.into(), seq }).await {
         OpResult::Message(m) => ApiReply { headers: Some(direct_headers(name, &m)), body: m.payload.to_vec() },
-        OpResult::Error { code: ErrorCode::NoSuchMessage | ErrorCode::NoSuchStream, .. } => {
-            status("404 Message Not Found")
-        }
-        _ => status("503 Unavailable"),
+        OpResult::Error { code: ErrorCode::NoSuchMessage, .. } => status("404 Message Not Found"),
+        // nats-server: no stream, nobody subscribed to its direct-get subject.
+        _ => status("503"),
     }
 }
 
-/// The stored message's own headers (if any), then the stream's.
+/// The stored message's own headers (if any), then the stream's. The stored block came from
+/// a publisher and is not trusted to be well formed: only its `Name: value` lines are kept,
+/// each re-terminated, so no stored block can cut the answer short or glue itself onto the
+/// stream's headers.
 fn direct_headers(stream: &str, m: &sluice_core::store::StoredMessage) -> Vec<u8> {
     let mut h = b"NATS/1.0\r\n".to_vec();
-    // A stored header block is `NATS/1.0[ status]\r\n(line\r\n)*\r\n`; keep its lines.
-    if let Some(lines) = m.headers.strip_prefix(b"NATS/1.0").and_then(|rest| {
-        let start = rest.windows(2).position(|w| w == b"\r\n")? + 2;
-        rest[start..].strip_suffix(b"\r\n")
-    }) {
-        h.extend_from_slice(lines);
+    if m.headers.starts_with(b"NATS/1.0") {
+        for line in m.headers.split(|b| *b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let name_ok = line
+                .iter()
+                .position(|b| *b == b':')
+                .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|b| b.is_ascii_graphic() && *b != b':'));
+            if name_ok && !line.contains(&b'\r') {
+                h.extend_from_slice(line);
+                h.extend_from_slice(b"\r\n");
+            }
+        }
     }
     let subject = String::from_utf8_lossy(&m.subject);
     let ts = rfc3339(m.timestamp_ns);
@@ -553,12 +562,16 @@ mod tests {
             "Nats-Stream: S\r\nNats-Subject: a.b\r\nNats-Sequence: 12\r\nNats-Time-Stamp: 1970-01-01T00:00:00Z\r\n\r\n";
         let h = String::from_utf8(direct_headers("S", &m)).unwrap();
         assert_eq!(h, format!("NATS/1.0\r\nNats-Msg-Id: k-1\r\nX: y\r\n{expected_tail}"));
-        // No headers, or a block that is not NATS-shaped: the stream's headers only.
-        for stored in [&b""[..], b"garbage", b"NATS/1.0"] {
+        // No headers, or a block that is not NATS-shaped: the stream's headers only. Lines
+        // without a name, blank lines and a missing final CRLF cannot shape the answer.
+        for stored in [&b""[..], b"garbage", b"NATS/1.0", b"NATS/1.0\r\n\r\n\r\nBad line\r\n: no name\r\n"] {
             m.headers = bytes::Bytes::copy_from_slice(stored);
             let h = String::from_utf8(direct_headers("S", &m)).unwrap();
             assert_eq!(h, format!("NATS/1.0\r\n{expected_tail}"), "{stored:?}");
         }
+        m.headers = bytes::Bytes::from_static(b"NATS/1.0\r\nA: 1\r\n\r\nB: 2\nC: 3");
+        let h = String::from_utf8(direct_headers("S", &m)).unwrap();
+        assert_eq!(h, format!("NATS/1.0\r\nA: 1\r\nB: 2\r\nC: 3\r\n{expected_tail}"));
     }
 
     #[test]

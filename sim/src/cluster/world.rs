@@ -325,12 +325,15 @@ impl World {
         }
     }
 
-    /// Ends the batch of every node that is in one (a node started inside it is not).
+    /// Ends the batch of every node that is in one (a node started inside it is not) and
+    /// makes its writes. Frames queued before a write are already in the node's outbox, ahead
+    /// of what the write releases, so the network sees production's order.
     fn end_batches(&mut self) {
         for i in 0..self.nodes.len() {
             let now = self.now(i);
             if let Some(node) = self.nodes[i].as_mut().filter(|n| n.in_batch()) {
                 node.end_batch(now);
+                node.write_batch(now);
             }
         }
     }

@@ -468,8 +468,11 @@ impl<D: Disk> RaftStorage<D> {
         if let Some(t) = io.truncate_from {
             self.truncate_from(t)?;
         }
+        // Interval mode: a commit index claimed on disk must not outrun the synced log, or a
+        // power loss that keeps the claim but drops the entries under it would make every
+        // node recover as damaged (`commit_floor` above its log) and no one could vote.
         if !io.entries.is_empty() {
-            self.append(&io.entries, io.commit_claim)?;
+            self.append(&io.entries, io.commit_claim.min(self.claim_max()))?;
             if self.config.sync_appends {
                 self.sync()?;
             }
@@ -478,10 +481,47 @@ impl<D: Disk> RaftStorage<D> {
             self.save_snapshot(s)?;
             self.compact_through(s.meta.last_index)?;
         }
-        if let Some(hs) = io.hard_state {
+        if let Some(mut hs) = io.hard_state {
+            // The commit index in the hard state is a hint for recovery; lowering it is
+            // always safe (the same claim rule as above).
+            hs.commit = hs.commit.min(self.claim_max());
             self.set_hard_state(hs)?;
         }
         Ok(())
+    }
+
+    /// The last index whose record is known durable (the snapshot's if no record is).
+    fn durable_last_index(&self) -> Index {
+        let mut last = self.snapshot_index();
+        for s in &self.segments {
+            // Records are in offset order; count those that end within the durable bytes.
+            let end = |k: usize| s.records.get(k + 1).map_or(s.len_bytes, |r| r.0);
+            let (mut lo, mut hi) = (0, s.records.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if end(mid) <= s.durable_bytes {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo > 0 {
+                last = last.max(s.first_index + lo as u64 - 1);
+            }
+            if lo < s.records.len() {
+                break;
+            }
+        }
+        last
+    }
+
+    /// The highest commit index this mode may write down now (see `persist`).
+    fn claim_max(&self) -> Index {
+        if self.config.sync_appends {
+            Index::MAX
+        } else {
+            self.durable_last_index()
+        }
     }
 
     /// The last entry's index; the snapshot's when the log holds nothing above it.
