@@ -93,6 +93,17 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> ExitCode {
+    // The nodes' own log lines, for debugging one seed: `RUST_LOG=info sluice-sim run ...`.
+    // Off unless asked for; never timestamped (the wall clock has no place in a run), so two
+    // runs of a seed print the same lines.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .without_time()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let result = match Cli::parse().command {
         Command::List => {
             for s in SCENARIOS {

@@ -653,6 +653,11 @@ impl<D: Disk> Node<D> {
     pub fn stream_state_hash(&self, name: &str) -> Result<(Index, u64), ClientError> {
         let id = self.local_group(name)?;
         let g = &self.streams[&id];
+        // A replica that stopped in the middle of an applied batch holds less than Raft's
+        // applied index says; it is closed and reopened at the next tick.
+        if let Some(why) = &g.failed {
+            return Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") });
+        }
         let hash = g.machine.state_hash().map_err(|e| ClientError::Unavailable { reason: e.to_string() })?;
         Ok((g.group.raft.applied_index(), hash))
     }

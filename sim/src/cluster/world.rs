@@ -575,8 +575,18 @@ impl World {
     fn flip_block(&mut self, i: usize) -> Option<(String, u64, u8)> {
         let disk = &self.disks[i];
         let root = PathBuf::from(format!("n{}", i + 1)).join("streams");
+        // Only replicas that peers can repair: a flip in a stream's only replica destroys
+        // data no replication factor claimed to protect, and the replica can never finish
+        // the catch-up it starts (it has no one to ask).
+        let repairable: Vec<String> = self.nodes[i]
+            .as_ref()?
+            .streams()
+            .into_iter()
+            .filter(|d| d.peers.len() >= 3)
+            .map(|d| d.group.to_string())
+            .collect();
         let mut files = Vec::new();
-        for group in disk.list_dir(&root).ok()? {
+        for group in disk.list_dir(&root).ok()?.into_iter().filter(|g| repairable.contains(g)) {
             let dir = root.join(&group).join("store");
             for name in disk.list_dir(&dir).unwrap_or_default() {
                 if name.ends_with(".blk") {
