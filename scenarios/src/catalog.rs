@@ -119,6 +119,11 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Cluster(|seed| Swarm { block_flip_per_min: 12, ..Swarm::from_seed(seed) }),
     },
     Scenario {
+        name: "log-flip",
+        about: "a bit flips in one replica's Raft log; the node restarts, and if the cut lost committed entries it must not vote until repaired",
+        kind: Kind::Cluster(|seed| Swarm { log_flip_per_min: 12, ..Swarm::from_seed(seed) }),
+    },
+    Scenario {
         name: "many-streams",
         about: "eight streams on every node, crashed and restarted, so each restart recovers them all",
         kind: Kind::Cluster(|seed| Swarm {

@@ -193,6 +193,9 @@ pub struct NodeStreamInfo {
     pub applied_index: Index,
     pub stream: StreamInfo,
     pub catchup_failures: u32,
+    /// Recovery cut committed entries from this replica's log and no leader has repaired it
+    /// yet: it neither votes nor campaigns.
+    pub damaged: bool,
     pub stats: GroupStats,
 }
 
@@ -634,6 +637,7 @@ impl<D: Disk> Node<D> {
             applied_index: r.applied_index(),
             stream: g.machine.info(),
             catchup_failures: g.catchup_failures(),
+            damaged: r.is_damaged(),
             stats: GroupStats { log_writes: g.group.log_writes, ..g.stats },
         })
     }

@@ -16,6 +16,9 @@
 //!   does) and writes (ENOSPC) at the swarm's rates for the window.
 //! * `flip-block n2`: one bit flips on the medium in one of the node's block files, and the
 //!   node restarts; recovery must cut the bad record and refetch it, never serve it.
+//! * `flip-log n2`: one bit flips in one of the node's Raft log segments, and the node
+//!   restarts; recovery cuts the log there, and a node that lost committed entries must not
+//!   vote until a leader has repaired its log (the `damaged-node-votes` bug).
 //!
 //! A target is `nK` or `leader:S` (stream S's leader at that moment, else a random node).
 //!
@@ -48,6 +51,7 @@ pub enum Fault {
     OneWay { from: u64, to: u64, ms: u64 },
     DiskErrors { target: Target, ms: u64 },
     FlipBlock { target: Target },
+    FlipLog { target: Target },
 }
 
 impl Fault {
@@ -62,6 +66,7 @@ impl Fault {
             Fault::OneWay { .. } => "one-way",
             Fault::DiskErrors { .. } => "disk-errors",
             Fault::FlipBlock { .. } => "flip-block",
+            Fault::FlipLog { .. } => "flip-log",
         }
     }
 }
@@ -143,6 +148,7 @@ impl Schedule {
             ms: rng.gen_range(200..2_000),
         });
         draw(swarm.block_flip_per_min, &mut |rng| Fault::FlipBlock { target: Target::Node(rng.gen_range(1..=n)) });
+        draw(swarm.log_flip_per_min, &mut |rng| Fault::FlipLog { target: target(rng, leader_ppm) });
         if swarm.rolling_restarts {
             let slots = 2 * n;
             for k in 0..slots {
@@ -287,6 +293,7 @@ fn parse_event(line: &str) -> Result<Event, String> {
             Fault::OneWay { from, to, ms: parse_ms(w.next())? }
         }
         "flip-block" => Fault::FlipBlock { target: parse_target(w.next())? },
+        "flip-log" => Fault::FlipLog { target: parse_target(w.next())? },
         other => return Err(format!("unknown fault {other:?}")),
     };
     if let Some(extra) = w.next() {
@@ -324,6 +331,7 @@ impl fmt::Display for Fault {
             Fault::OneWay { from, to, ms } => write!(f, "one-way n{from}->n{to} for {ms}ms"),
             Fault::DiskErrors { target, ms } => write!(f, "disk-errors {target} for {ms}ms"),
             Fault::FlipBlock { target } => write!(f, "flip-block {target}"),
+            Fault::FlipLog { target } => write!(f, "flip-log {target}"),
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct Swarm {
     pub disk_faults: FaultConfig,
     /// A bit flipped in one replica's block file, found when the node restarts.
     pub block_flip_per_min: u32,
+    /// A bit flipped in one replica's Raft log segment, found when the node restarts (off in
+    /// the swarm draw; the `log-flip` scenario turns it on).
+    pub log_flip_per_min: u32,
     /// Crash the stream's leader rather than a random node (share of crashes).
     pub target_leader_ppm: u32,
     /// Restart every node in turn, twice (a rolling upgrade).
@@ -124,6 +127,7 @@ impl Swarm {
             disk_errors_per_min: on(&mut rng, 4),
             disk_faults: FaultConfig { fsync_eio_ppm: 2_000, write_enospc_ppm: 1_000, ..FaultConfig::none() },
             block_flip_per_min: on(&mut rng, 2),
+            log_flip_per_min: 0,
             target_leader_ppm: 500_000,
             rolling_restarts: false,
             clock_skew_ms_max: [0, 5_000][rng.gen_range(0..2)],
@@ -154,6 +158,7 @@ impl Swarm {
         self.one_way_per_min = 0;
         self.disk_errors_per_min = 0;
         self.block_flip_per_min = 0;
+        self.log_flip_per_min = 0;
         self.rolling_restarts = false;
         self
     }
@@ -192,7 +197,7 @@ impl fmt::Display for Swarm {
             "nodes={} replicas={:?} sync={sync} safety={}ms liveness={}ms budget={:?} \
              latency={}..{}ms tail={}ppm@{}ms drop={}ppm dup={}ppm \
              crash={}/min mode={} pause={}/min isolate={}/min partition={}/min one-way={}/min \
-             disk-errors={}/min (fsync-eio={}ppm enospc={}ppm read-eio={}ppm) block-flip={}/min rolling={} \
+             disk-errors={}/min (fsync-eio={}ppm enospc={}ppm read-eio={}ppm) block-flip={}/min log-flip={}/min rolling={} \
              skew<={}ms drift<={}ppm work-delay<={}ms buggify={}ppm snapshot-every={} \
              publish={}/s read={}/s forced-snapshot={}/min churn={} limit={:?}",
             self.nodes,
@@ -217,6 +222,7 @@ impl fmt::Display for Swarm {
             self.disk_faults.write_enospc_ppm,
             self.disk_faults.read_eio_ppm,
             self.block_flip_per_min,
+            self.log_flip_per_min,
             self.rolling_restarts,
             self.clock_skew_ms_max,
             self.clock_drift_ppm_max,

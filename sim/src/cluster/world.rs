@@ -401,6 +401,14 @@ impl World {
             if self.nodes[i].is_none() || self.paused_until[i].is_some() || self.disk_errors_until[i].is_some() {
                 v.push(i as u64 + 1);
             }
+            // A replica whose log lost committed entries (a flipped bit) cannot vote until
+            // repaired: it counts against the budget like a node that is down.
+            let damaged = self.nodes[i]
+                .as_ref()
+                .is_some_and(|n| self.streams.iter().any(|s| n.stream_info(&s.name).is_ok_and(|info| info.damaged)));
+            if damaged {
+                v.push(i as u64 + 1);
+            }
         }
         v.sort_unstable();
         v.dedup();
@@ -524,23 +532,28 @@ impl World {
                 self.disks[i].set_config(self.spec.swarm.disk_faults);
                 self.disk_errors_until[i] = Some(self.t_ms + ms);
             }
-            Fault::FlipBlock { target } => {
+            Fault::FlipBlock { target } | Fault::FlipLog { target } => {
                 let n = self.resolve(*target);
                 let i = n as usize - 1;
                 if self.nodes[i].is_none() || !self.within_budget(&[n]) {
                     return self.skip(fault);
                 }
-                match self.flip_block(i) {
+                let kind = fault.kind();
+                let (dir, suffix) = match fault {
+                    Fault::FlipBlock { .. } => ("store", ".blk"),
+                    _ => ("raft/log", ".seg"),
+                };
+                match self.flip_bit(i, dir, suffix) {
                     Some((path, offset, bit)) => {
-                        self.count("flip-block");
+                        self.count(kind);
                         self.log(
-                            "flip-block",
+                            kind,
                             format_args!("\"node\":{n},\"file\":{},\"offset\":{offset},\"bit\":{bit}", json_str(&path)),
                         );
                         self.stop(i);
                         self.start(i)?;
                     }
-                    None => self.log("skip", format_args!("\"fault\":\"flip-block n{n}\",\"why\":\"no block file\"")),
+                    None => self.log("skip", format_args!("\"fault\":\"{kind} n{n}\",\"why\":\"no {suffix} file\"")),
                 }
             }
         }
@@ -572,7 +585,9 @@ impl World {
     }
 
     /// Flips a bit on the medium in one of node `i`'s block files: (file, offset, bit).
-    fn flip_block(&mut self, i: usize) -> Option<(String, u64, u8)> {
+    /// Flips one bit on the medium in one of node `i`'s stream files `streams/<group>/<dir>/
+    /// *<suffix>` (block files or Raft log segments).
+    fn flip_bit(&mut self, i: usize, dir: &str, suffix: &str) -> Option<(String, u64, u8)> {
         let disk = &self.disks[i];
         let root = PathBuf::from(format!("n{}", i + 1)).join("streams");
         // Only replicas that peers can repair: a flip in a stream's only replica destroys
@@ -587,9 +602,9 @@ impl World {
             .collect();
         let mut files = Vec::new();
         for group in disk.list_dir(&root).ok()?.into_iter().filter(|g| repairable.contains(g)) {
-            let dir = root.join(&group).join("store");
+            let dir = root.join(&group).join(dir);
             for name in disk.list_dir(&dir).unwrap_or_default() {
-                if name.ends_with(".blk") {
+                if name.ends_with(suffix) {
                     files.push(dir.join(name));
                 }
             }

@@ -63,6 +63,9 @@
 //!    checksum fails), the hard state's commit, the snapshot's index and the index in every
 //!    `snap-*` name, valid or not. Committed entries never change, so a log recovered short
 //!    of the floor lost committed data: the node must not vote or lead until it has refetched.
+//!    When there is a cut, a floor above the hard state's commit is written into the hard
+//!    state **before** the cut is applied: the cut destroys the records that carried the
+//!    claims, and a node restarted again must still know it is damaged.
 //!
 //! An invalid header, record or file is read a second time before it counts (a flip on the
 //! read path is not corruption). A disk error (EIO) fails `open` rather than cutting: an
@@ -483,8 +486,9 @@ impl<D: Disk> RaftStorage<D> {
         }
         if let Some(mut hs) = io.hard_state {
             // The commit index in the hard state is a hint for recovery; lowering it is
-            // always safe (the same claim rule as above).
-            hs.commit = hs.commit.min(self.claim_max());
+            // safe (the same claim rule as above), but never below what is already on disk:
+            // a floor recovery wrote there keeps a damaged node from voting.
+            hs.commit = hs.commit.min(self.claim_max().max(self.hard_state.commit));
             self.set_hard_state(hs)?;
         }
         Ok(())

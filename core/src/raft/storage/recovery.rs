@@ -1,14 +1,15 @@
 //! Recovery of a group directory: hard state, snapshot, and a log walk that cuts at the first
 //! invalid or missing record. The rules, and why, are in the parent module's docs.
 
+use super::files::replace_file;
 use super::files::{
     is_own_tmp, parse_segment_name, parse_snapshot_name, read_small_file, segment_name, Reader, HARD_STATE_FILES,
     LOG_DIR,
 };
 use super::*;
 use crate::format::raftlog::{
-    decode_hard_state, decode_record, decode_record_head, decode_snapshot, HARD_STATE_BYTES, RECORD_HEADER_BYTES,
-    SNAPSHOT_FILE_BYTES_MAX,
+    decode_hard_state, decode_record, decode_record_head, decode_snapshot, encode_hard_state, HARD_STATE_BYTES,
+    RECORD_HEADER_BYTES, SNAPSHOT_FILE_BYTES_MAX,
 };
 use crate::format::FormatError;
 use bytes::Bytes;
@@ -40,7 +41,7 @@ pub(super) fn open<D: Disk>(
         removed = true;
     }
 
-    let hard_state = read_hard_state(&disk, dir, &names)?;
+    let mut hard_state = read_hard_state(&disk, dir, &names)?;
     let snapshots = read_snapshots(&disk, dir, &names)?;
     for index in &snapshots.stale {
         let path = dir.join(snapshot_name(*index));
@@ -52,12 +53,23 @@ pub(super) fn open<D: Disk>(
     }
 
     let meta = snapshots.snapshot.as_ref().map(|s| s.meta.clone());
-    let log = recover_log(&disk, &log_dir, meta.as_ref())?;
-    let commit_floor = log
-        .claims_max
-        .max(hard_state.commit)
-        .max(meta.as_ref().map_or(0, |m| m.last_index))
-        .max(snapshots.files.last().copied().unwrap_or(0));
+    let known = meta.as_ref().map_or(0, |m| m.last_index).max(snapshots.files.last().copied().unwrap_or(0));
+    // A cut destroys the records whose claims say how far the log was committed; the floor
+    // they give is written into the hard state first, so the node stays damaged (no vote)
+    // across later restarts until a leader has repaired its log. Without this, a second
+    // restart would find no evidence and let a node that lost committed entries vote.
+    let mut record_floor = |claims_max: Index| -> Result<(), RaftStorageError> {
+        let floor = claims_max.max(known);
+        if floor > hard_state.commit {
+            let hs = HardState { commit: floor, ..hard_state };
+            let bytes = encode_hard_state(&hs);
+            HARD_STATE_FILES.iter().try_for_each(|name| replace_file(&disk, dir, name, &bytes))?;
+            hard_state = hs;
+        }
+        Ok(())
+    };
+    let log = recover_log(&disk, &log_dir, meta.as_ref(), &mut record_floor)?;
+    let commit_floor = log.claims_max.max(hard_state.commit).max(known);
     let storage = RaftStorage {
         disk,
         dir: dir.to_path_buf(),
@@ -187,6 +199,7 @@ fn recover_log<D: Disk>(
     disk: &D,
     log_dir: &Path,
     snapshot: Option<&SnapshotMeta>,
+    record_floor: &mut dyn FnMut(Index) -> Result<(), RaftStorageError>,
 ) -> Result<LogScan<D::File>, RaftStorageError> {
     let base = snapshot.map_or(0, |s| s.last_index);
     let names = disk.list_dir(log_dir).map_err(|e| RaftStorageError::disk(log_dir, None, e))?;
@@ -256,6 +269,9 @@ fn recover_log<D: Disk>(
         }
     }
 
+    if scan.cut.is_some() {
+        record_floor(scan.claims_max)?;
+    }
     // Apply the cut: later segments newest first, so a crash part-way leaves a contiguous
     // prefix (which the next recovery cuts the same way), then shorten the cut segment.
     for &index in indexes[first_dropped..].iter().rev() {

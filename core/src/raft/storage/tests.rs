@@ -315,10 +315,14 @@ fn a_flipped_middle_record_cuts_there_and_later_claims_raise_the_floor() {
     assert_eq!(fx.segments(), vec![1]);
     drop(storage);
 
-    // The cut is durable: the next open finds a clean log (and no evidence past it).
+    // The cut is durable: the next open finds a clean log and no evidence past it, but the
+    // floor was written into the hard state before the evidence went, so the node is still
+    // known to have lost committed entries (and must not vote) until it is repaired.
     let (mut storage, recovered) = fx.open();
     assert_eq!(recovered.cut, None);
     assert_eq!(recovered.entries, entries(1..=9, 1));
+    assert_eq!(recovered.commit_floor, 99);
+    assert_eq!(recovered.hard_state.commit, 99);
     storage.append(&entries(10..=12, 2), 0).unwrap();
     storage.sync().unwrap();
 }
