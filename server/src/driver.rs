@@ -12,9 +12,8 @@
 //! appends becomes one log write and one fsync per stream; send the frames that do not wait
 //! for those writes (a leader's appends) before making them, so followers write in parallel;
 //! then run queued background work and flush frames to the links and answers to their
-//! waiters. In interval mode
-//! (`--sync interval`) appends are not synced as written; every Raft log and store is
-//! synced every `sync_interval` here instead.
+//! waiters. In interval mode (`--sync interval`) appends are not synced as written; every
+//! Raft log and store is synced every `sync_interval` here instead.
 //!
 //! Requests the node cannot serve here are forwarded (see `ops.rs`): a write or a read goes
 //! to the stream's leader (reads too, so a client reads what it was just acknowledged), a
@@ -298,25 +297,16 @@ impl Driver {
                     Err(e) => return self.stream_error(e),
                 }
                 match op {
-                    Op::GetMsg { seq, .. } => match self.node.get_message(name, *seq) {
-                        Ok(Some(m)) => Step::Done(OpResult::Message(m)),
-                        Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchMessage, "no message found")),
-                        Err(e) => self.stream_error(e),
-                    },
+                    Op::GetMsg { seq, .. } => self.read_here(name, *seq),
                     _ => Step::Done(self.view(&def)),
                 }
             }
             Op::DirectGet { name, seq } => {
-                if self.def(name).is_none() {
+                if self.node.stream_def(name).is_none() {
                     return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
                 }
-                // This replica's own view; one that holds none forwards to one that does,
-                // and one catching up (its store has holes) waits.
-                match self.node.get_message(name, *seq) {
-                    Ok(Some(m)) => Step::Done(OpResult::Message(m)),
-                    Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchMessage, "no message found")),
-                    Err(e) => self.stream_error(e),
-                }
+                // This replica's own view, leader or not.
+                self.read_here(name, *seq)
             }
             Op::StreamNames => match self.node.meta_leader() {
                 Some(l) if l != self.me => Step::Forward(l),
@@ -326,6 +316,16 @@ impl Driver {
                     Step::Done(OpResult::Names(names))
                 }
             },
+        }
+    }
+
+    /// Message `seq` from this node's replica. A node that holds none forwards to one that
+    /// does; a replica catching up (its store has holes) makes the request wait.
+    fn read_here(&self, name: &str, seq: u64) -> Step {
+        match self.node.get_message(name, seq) {
+            Ok(Some(m)) => Step::Done(OpResult::Message(m)),
+            Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchMessage, "no message found")),
+            Err(e) => self.stream_error(e),
         }
     }
 

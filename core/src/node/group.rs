@@ -80,15 +80,14 @@ impl<D: Disk> RaftGroup<D> {
 
     /// Executes every pending action: sends go to `outbox`, persists run now.
     pub fn drive(&mut self, now: MonoTime, outbox: &mut Outbox) {
-        if let Some(io) = self.held_write.take() {
-            self.persist(now, &io);
-        }
         // Each persist can release held messages, which the next poll returns; the Raft
         // outbox and its io queue are bounded, so this loop ends.
-        while let Some(action) = self.raft.poll_action(now) {
-            match action {
-                Action::Send(m) => outbox.push_back((m.to, m.encode())),
-                Action::Persist(io) => self.persist(now, &io),
+        loop {
+            if let Some(io) = self.held_write.take() {
+                self.persist(now, &io);
+            }
+            if !self.drive_to_write(now, outbox) {
+                return;
             }
         }
     }

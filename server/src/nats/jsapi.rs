@@ -4,9 +4,9 @@
 //! Served: `INFO`, `STREAM.CREATE.<name>`, `STREAM.INFO.<name>`, `STREAM.DELETE.<name>`,
 //! `STREAM.NAMES`, `STREAM.MSG.GET.<name>`, and `DIRECT.GET.<name>` (answered by whichever
 //! replica the request reaches, as a message with `Nats-Stream`/`Nats-Subject`/
-//! `Nats-Sequence`/`Nats-Time-Stamp` headers, or a `404`/`408`/`503` status (503: no such
-//! stream, or no replica can answer now), as nats-server
-//! does for streams with `allow_direct`). Anything else under `$JS.API.` gets a NATS error
+//! `Nats-Sequence`/`Nats-Time-Stamp` headers, or a `404`/`408`/`503` status, 503 meaning no
+//! such stream or no replica can answer now, as nats-server does for streams with
+//! `allow_direct`). Anything else under `$JS.API.` gets a NATS error
 //! response (`code` 400, `err_code` 10003 "not supported by sluice"). Request bodies are
 //! parsed with bounded size (the payload limit) and unknown fields ignored, as nats-server
 //! does; fields sluice cannot honour (memory storage, retention other than limits,
@@ -135,7 +135,7 @@ fn direct_headers(stream: &str, m: &sluice_core::store::StoredMessage) -> Vec<u8
             let name_ok = line
                 .iter()
                 .position(|b| *b == b':')
-                .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|b| b.is_ascii_graphic() && *b != b':'));
+                .is_some_and(|colon| colon > 0 && line[..colon].iter().all(u8::is_ascii_graphic));
             if name_ok && !line.contains(&b'\r') {
                 h.extend_from_slice(line);
                 h.extend_from_slice(b"\r\n");

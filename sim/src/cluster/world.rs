@@ -454,6 +454,14 @@ impl World {
         Ok(())
     }
 
+    /// The node `target` names, as (id, index), if it is up and taking it out keeps the
+    /// cluster within its budget; `None`: the fault is skipped.
+    fn up_within_budget(&mut self, target: Target) -> Option<(NodeId, usize)> {
+        let n = self.resolve(target);
+        let i = n as usize - 1;
+        (self.nodes[i].is_some() && self.within_budget(&[n])).then_some((n, i))
+    }
+
     fn skip(&mut self, fault: &Fault) -> Result<(), Violation> {
         self.stats.over_budget += 1;
         self.log("skip", format_args!("\"fault\":{},\"why\":\"over budget\"", json_str(&fault.to_string())));
@@ -463,30 +471,18 @@ impl World {
     fn fire(&mut self, fault: &Fault) -> Result<(), Violation> {
         match fault {
             Fault::Crash { target, down_ms, mode } => {
-                let n = self.resolve(*target);
-                let i = n as usize - 1;
-                if self.nodes[i].is_none() || !self.within_budget(&[n]) {
-                    return self.skip(fault);
-                }
+                let Some((_, i)) = self.up_within_budget(*target) else { return self.skip(fault) };
                 self.crash(i, *mode, *down_ms);
             }
             Fault::Restart { target } => {
-                let n = self.resolve(*target);
-                let i = n as usize - 1;
-                if self.nodes[i].is_none() || !self.within_budget(&[n]) {
-                    return self.skip(fault);
-                }
+                let Some((n, i)) = self.up_within_budget(*target) else { return self.skip(fault) };
                 self.count("restart");
                 self.log("restart", format_args!("\"node\":{n}"));
                 self.stop(i);
                 self.start(i)?;
             }
             Fault::Pause { target, ms } => {
-                let n = self.resolve(*target);
-                let i = n as usize - 1;
-                if self.nodes[i].is_none() || !self.within_budget(&[n]) {
-                    return self.skip(fault);
-                }
+                let Some((n, i)) = self.up_within_budget(*target) else { return self.skip(fault) };
                 self.count("pause");
                 self.log("pause", format_args!("\"node\":{n},\"ms\":{ms}"));
                 self.paused_until[i] = Some(self.t_ms + ms);
@@ -533,11 +529,7 @@ impl World {
                 self.disk_errors_until[i] = Some(self.t_ms + ms);
             }
             Fault::FlipBlock { target } | Fault::FlipLog { target } => {
-                let n = self.resolve(*target);
-                let i = n as usize - 1;
-                if self.nodes[i].is_none() || !self.within_budget(&[n]) {
-                    return self.skip(fault);
-                }
+                let Some((n, i)) = self.up_within_budget(*target) else { return self.skip(fault) };
                 let kind = fault.kind();
                 let (dir, suffix) = match fault {
                     Fault::FlipBlock { .. } => ("store", ".blk"),
@@ -584,9 +576,8 @@ impl World {
         self.down_until[i] = Some(self.t_ms + down_ms);
     }
 
-    /// Flips a bit on the medium in one of node `i`'s block files: (file, offset, bit).
     /// Flips one bit on the medium in one of node `i`'s stream files `streams/<group>/<dir>/
-    /// *<suffix>` (block files or Raft log segments).
+    /// *<suffix>` (block files or Raft log segments): (file, offset, bit).
     fn flip_bit(&mut self, i: usize, dir: &str, suffix: &str) -> Option<(String, u64, u8)> {
         let disk = &self.disks[i];
         let root = PathBuf::from(format!("n{}", i + 1)).join("streams");
@@ -602,10 +593,10 @@ impl World {
             .collect();
         let mut files = Vec::new();
         for group in disk.list_dir(&root).ok()?.into_iter().filter(|g| repairable.contains(g)) {
-            let dir = root.join(&group).join(dir);
-            for name in disk.list_dir(&dir).unwrap_or_default() {
+            let in_group = root.join(&group).join(dir);
+            for name in disk.list_dir(&in_group).unwrap_or_default() {
                 if name.ends_with(suffix) {
-                    files.push(dir.join(name));
+                    files.push(in_group.join(name));
                 }
             }
         }

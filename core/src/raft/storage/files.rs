@@ -3,8 +3,8 @@
 
 use super::RaftStorageError;
 use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::format::raftlog::INDEX_MAX;
-use crate::raft::types::Index;
+use crate::format::raftlog::{encode_hard_state, INDEX_MAX};
+use crate::raft::types::{HardState, Index};
 use std::path::Path;
 
 pub(super) const LOG_DIR: &str = "log";
@@ -67,6 +67,12 @@ pub(super) fn replace_file<D: Disk>(disk: &D, dir: &Path, name: &str, bytes: &[u
     file.sync_data().map_err(err)?;
     disk.rename(&tmp, &path).map_err(|e| RaftStorageError::disk(&path, None, e))?;
     disk.sync_dir(dir).map_err(|e| RaftStorageError::disk(dir, None, e))
+}
+
+/// Replaces both hard state copies with `hs`, `hard.0` first (the module docs say why).
+pub(super) fn write_hard_state<D: Disk>(disk: &D, dir: &Path, hs: &HardState) -> Result<(), RaftStorageError> {
+    let bytes = encode_hard_state(hs);
+    HARD_STATE_FILES.iter().try_for_each(|name| replace_file(disk, dir, name, &bytes))
 }
 
 /// Reads a whole small file (at most `max_bytes`); `Ok(Err(len))` if it is longer.

@@ -82,12 +82,11 @@ pub use error::{LogCut, LogCutReason, RaftStorageError};
 
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::format::raftlog::{
-    encode_hard_state, encode_record, encode_snapshot, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES,
-    SNAPSHOT_DATA_BYTES_MAX,
+    encode_record, encode_snapshot, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES, SNAPSHOT_DATA_BYTES_MAX,
 };
 use crate::raft::node::PersistIo;
 use crate::raft::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term, ENTRY_DATA_BYTES_MAX, PEERS_MAX};
-use files::{replace_file, segment_name, snapshot_name, HARD_STATE_FILES};
+use files::{replace_file, segment_name, snapshot_name, write_hard_state};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -358,8 +357,7 @@ impl<D: Disk> RaftStorage<D> {
             hs.vote,
             hs.term
         );
-        let bytes = encode_hard_state(&hs);
-        let result = HARD_STATE_FILES.iter().try_for_each(|name| replace_file(&self.disk, &self.dir, name, &bytes));
+        let result = write_hard_state(&self.disk, &self.dir, &hs);
         self.latch(result)?;
         self.hard_state = hs;
         Ok(())

@@ -1,15 +1,14 @@
 //! Recovery of a group directory: hard state, snapshot, and a log walk that cuts at the first
 //! invalid or missing record. The rules, and why, are in the parent module's docs.
 
-use super::files::replace_file;
 use super::files::{
-    is_own_tmp, parse_segment_name, parse_snapshot_name, read_small_file, segment_name, Reader, HARD_STATE_FILES,
-    LOG_DIR,
+    is_own_tmp, parse_segment_name, parse_snapshot_name, read_small_file, segment_name, write_hard_state, Reader,
+    HARD_STATE_FILES, LOG_DIR,
 };
 use super::*;
 use crate::format::raftlog::{
-    decode_hard_state, decode_record, decode_record_head, decode_snapshot, encode_hard_state, HARD_STATE_BYTES,
-    RECORD_HEADER_BYTES, SNAPSHOT_FILE_BYTES_MAX,
+    decode_hard_state, decode_record, decode_record_head, decode_snapshot, HARD_STATE_BYTES, RECORD_HEADER_BYTES,
+    SNAPSHOT_FILE_BYTES_MAX,
 };
 use crate::format::FormatError;
 use bytes::Bytes;
@@ -62,8 +61,7 @@ pub(super) fn open<D: Disk>(
         let floor = claims_max.max(known);
         if floor > hard_state.commit {
             let hs = HardState { commit: floor, ..hard_state };
-            let bytes = encode_hard_state(&hs);
-            HARD_STATE_FILES.iter().try_for_each(|name| replace_file(&disk, dir, name, &bytes))?;
+            write_hard_state(&disk, dir, &hs)?;
             hard_state = hs;
         }
         Ok(())
