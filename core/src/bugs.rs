@@ -36,16 +36,21 @@ pub enum Bug {
     /// A failed fsync is retried, and the retry's success believed (fsyncgate): the pages
     /// the kernel dropped are acknowledged as durable.
     FsyncFailureBelieved,
+    /// Startup restores streams in parallel before the services they share are started:
+    /// starting them is queued as one more job, so a worker may read one that is not
+    /// running yet (NATS #7503, a panic under parallel restore).
+    RestoreBeforeServices,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckBeforeCommit,
         Bug::VoteBeforeSync,
         Bug::DamagedNodeVotes,
         Bug::SnapshotSkipsStoreSync,
         Bug::BlockDirNotSynced,
         Bug::FsyncFailureBelieved,
+        Bug::RestoreBeforeServices,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +61,7 @@ impl Bug {
             Bug::SnapshotSkipsStoreSync => "snapshot-skips-store-sync",
             Bug::BlockDirNotSynced => "block-dir-not-synced",
             Bug::FsyncFailureBelieved => "fsync-failure-believed",
+            Bug::RestoreBeforeServices => "restore-before-services",
         }
     }
 
@@ -69,6 +75,9 @@ impl Bug {
             Bug::SnapshotSkipsStoreSync => "a checkpoint compacts the Raft log without syncing the store first",
             Bug::BlockDirNotSynced => "a new block file's directory entry is never synced",
             Bug::FsyncFailureBelieved => "a failed fsync is retried and the retry's success believed (fsyncgate)",
+            Bug::RestoreBeforeServices => {
+                "parallel startup restores streams before their shared services are started (NATS #7503)"
+            }
         }
     }
 

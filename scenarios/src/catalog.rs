@@ -124,6 +124,29 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Cluster(|seed| Swarm { log_flip_per_min: 12, ..Swarm::from_seed(seed) }),
     },
     Scenario {
+        name: "background-checkpoints",
+        about: "checkpoint I/O runs apart from the node (taken out, run, given back at seeded delays) while publishes, crashes and catch-ups go on",
+        kind: Kind::Cluster(|seed| Swarm {
+            background_work: true,
+            snapshot_entries: 16,
+            forced_snapshot_per_min: 12,
+            work_delay_ms_max: 1_000,
+            ..Swarm::from_seed(seed)
+        }),
+    },
+    Scenario {
+        name: "parallel-restore",
+        about: "eight streams per node restored job by job in a seeded order after each crash, with crashes and disk errors in the middle of the restore",
+        kind: Kind::Cluster(|seed| Swarm {
+            replicas: vec![3; 8],
+            crash_per_min: 12,
+            publish_per_sec: 20,
+            parallel_restore: true,
+            restore_fault_ppm: 100_000,
+            ..Swarm::from_seed(seed)
+        }),
+    },
+    Scenario {
         name: "many-streams",
         about: "eight streams on every node, crashed and restarted, so each restart recovers them all",
         kind: Kind::Cluster(|seed| Swarm {

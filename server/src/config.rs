@@ -38,6 +38,20 @@ pub enum SyncMode {
     Interval,
 }
 
+/// Where checkpoint I/O (the store's fsync and the snapshot file) runs (docs/server.md,
+/// "Snapshots").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMode {
+    /// On the node thread, between batches: publishes wait while it runs.
+    Inline,
+    /// On a thread of its own while the node goes on (the default).
+    Background,
+}
+
+/// Default entries applied between a stream's snapshots.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 64 * 1024;
+
 /// The keys a TOML file may hold: the same as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +64,9 @@ pub struct FileConfig {
     pub peers: Option<Vec<String>>,
     pub sync: Option<SyncMode>,
     pub sync_interval_ms: Option<u64>,
+    pub snapshot_mode: Option<SnapshotMode>,
+    pub snapshot_entries: Option<u64>,
+    pub restore_workers: Option<usize>,
 }
 
 /// A checked configuration.
@@ -64,6 +81,12 @@ pub struct ServerConfig {
     pub nodes: BTreeMap<NodeId, (String, SocketAddr)>,
     pub sync: SyncMode,
     pub sync_interval: Duration,
+    pub snapshot_mode: SnapshotMode,
+    /// A stream takes a snapshot after this many applied entries (or the size and time
+    /// triggers of core's `SnapshotPolicy`, whichever comes first).
+    pub snapshot_entries: u64,
+    /// Threads that restore streams at start-up.
+    pub restore_workers: usize,
 }
 
 #[derive(Debug)]
@@ -102,6 +125,9 @@ impl FileConfig {
             peers: flags.peers.or(self.peers),
             sync: flags.sync.or(self.sync),
             sync_interval_ms: flags.sync_interval_ms.or(self.sync_interval_ms),
+            snapshot_mode: flags.snapshot_mode.or(self.snapshot_mode),
+            snapshot_entries: flags.snapshot_entries.or(self.snapshot_entries),
+            restore_workers: flags.restore_workers.or(self.restore_workers),
         }
     }
 
@@ -138,6 +164,14 @@ impl FileConfig {
         if sync_interval.is_zero() {
             return bad("sync_interval_ms must be above zero");
         }
+        let snapshot_entries = self.snapshot_entries.unwrap_or(SNAPSHOT_ENTRIES_DEFAULT);
+        if snapshot_entries == 0 {
+            return bad("snapshot_entries must be above zero");
+        }
+        let restore_workers = self.restore_workers.unwrap_or_else(crate::startup::default_workers);
+        if !(1..=crate::startup::RESTORE_WORKERS_MAX).contains(&restore_workers) {
+            return bad(format!("restore_workers must be 1 to {}", crate::startup::RESTORE_WORKERS_MAX));
+        }
         Ok(ServerConfig {
             name,
             id,
@@ -147,6 +181,9 @@ impl FileConfig {
             nodes,
             sync: self.sync.unwrap_or(SyncMode::Always),
             sync_interval,
+            snapshot_mode: self.snapshot_mode.unwrap_or(SnapshotMode::Background),
+            snapshot_entries,
+            restore_workers,
         })
     }
 }
@@ -214,18 +251,24 @@ mod tests {
         assert!(err(FileConfig { data: None, ..flags("a", &[]) }).contains("--data"));
         let same = FileConfig { cluster: Some("127.0.0.1:4001".into()), ..flags("a", &[]) };
         assert!(err(same).contains("same"));
+        assert!(err(FileConfig { snapshot_entries: Some(0), ..flags("a", &[]) }).contains("snapshot_entries"));
+        assert!(err(FileConfig { restore_workers: Some(0), ..flags("a", &[]) }).contains("restore_workers"));
     }
 
     #[test]
     fn a_file_holds_the_same_keys_and_flags_win() {
         let file: FileConfig = toml::from_str(
-            "name = \"n1\"\ndata = \"/tmp/x\"\nclient = \"127.0.0.1:4222\"\npeers = [\"n2=127.0.0.1:6223\"]\nsync = \"interval\"\n",
+            "name = \"n1\"\ndata = \"/tmp/x\"\nclient = \"127.0.0.1:4222\"\npeers = [\"n2=127.0.0.1:6223\"]\nsync = \"interval\"\nsnapshot_mode = \"inline\"\n",
         )
         .unwrap();
         let merged = file.merge(FileConfig { data: Some("/tmp/y".into()), ..FileConfig::default() }).check().unwrap();
         assert_eq!(merged.data, PathBuf::from("/tmp/y"));
         assert_eq!(merged.sync, SyncMode::Interval);
+        assert_eq!(merged.snapshot_mode, SnapshotMode::Inline);
+        assert_eq!(merged.snapshot_entries, SNAPSHOT_ENTRIES_DEFAULT);
         assert_eq!(merged.nodes.len(), 2);
         assert!(toml::from_str::<FileConfig>("nmae = \"x\"").is_err(), "unknown keys are refused");
+        let defaults = flags("a", &[]).check().unwrap();
+        assert_eq!(defaults.snapshot_mode, SnapshotMode::Background);
     }
 }

@@ -11,8 +11,10 @@
 //! requests, all inside one node batch (`Node::begin_batch`), so a burst of publishes or
 //! appends becomes one log write and one fsync per stream; send the frames that do not wait
 //! for those writes (a leader's appends) before making them, so followers write in parallel;
-//! then run queued background work and flush frames to the links and answers to their
-//! waiters. In interval mode (`--sync interval`) appends are not synced as written; every
+//! then start queued background work (checkpoints) and flush frames to the links and answers
+//! to their waiters. Checkpoint I/O runs here between turns (`--snapshot-mode inline`), or on
+//! the checkpoint thread (`checkpoint.rs`, the default) while turns go on; finished work comes
+//! back through its own channel and is taken back at the next turn. In interval mode (`--sync interval`) appends are not synced as written; every
 //! Raft log and store is synced every `sync_interval` here instead.
 //!
 //! Requests the node cannot serve here are forwarded (see `ops.rs`): a write or a read goes
@@ -20,10 +22,11 @@
 //! stream create or delete to the meta leader. A request that finds no leader yet (a stream
 //! just created, an election under way) is parked and retried every tick until its deadline.
 
+use crate::checkpoint::{Worker, WORK_IN_FLIGHT_MAX};
 use crate::cluster::{Inbound, Links, Tag};
 use crate::ops::{self, ErrorCode, Op, OpResult, StreamView};
 use sluice_core::env::{Clock, MonoTime, NodeId};
-use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef};
+use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef, Work};
 use sluice_core::os::{OsClock, OsDisk};
 use sluice_core::raft::Role;
 use sluice_core::stream::Publish;
@@ -100,6 +103,9 @@ pub struct Driver {
     /// Interval mode: sync every Raft log and store this often (`None`: every append is
     /// synced as it is written).
     periodic_sync: Option<Duration>,
+    /// Background snapshot mode: the checkpoint thread, and how much work it holds.
+    worker: Option<Worker>,
+    work_out: usize,
 }
 
 impl Driver {
@@ -109,6 +115,7 @@ impl Driver {
         links: Links,
         subjects: watch::Sender<StreamSubjects>,
         periodic_sync: Option<Duration>,
+        worker: Option<Worker>,
     ) -> Driver {
         let me = node.id();
         let request_timeout = node.config().request_timeout;
@@ -126,6 +133,8 @@ impl Driver {
             subjects,
             subjects_at: None,
             periodic_sync,
+            worker,
+            work_out: 0,
         }
     }
 
@@ -134,11 +143,16 @@ impl Driver {
         let mut next_sync = self.clock.now() + self.periodic_sync.unwrap_or_default();
         loop {
             let wait = next_tick.saturating_since(self.clock.now());
+            let mut finished = None;
             let first = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => Some(ev),
                     None => return, // every sender dropped: the server is gone
                 },
+                work = Self::work_done(&mut self.worker) => {
+                    finished = Some(work);
+                    None
+                }
                 () = tokio::time::sleep(wait) => None,
             };
             let mut shutdown = None;
@@ -176,7 +190,8 @@ impl Driver {
                     next_sync = now + interval;
                 }
             }
-            while self.node.run_work(self.clock.now()) {}
+            self.take_back_work(finished);
+            self.start_work();
             self.publish_subjects();
             self.answer_created(self.clock.now());
             self.flush();
@@ -187,6 +202,59 @@ impl Driver {
                 tracing::info!("node stopped");
                 let _ = done.send(());
                 return;
+            }
+        }
+    }
+
+    /// The next piece of work the checkpoint thread finished (never, in inline mode).
+    async fn work_done(worker: &mut Option<Worker>) -> Work<OsDisk> {
+        match worker {
+            Some(w) => match w.done.recv().await {
+                Some(work) => work,
+                None => std::future::pending().await, // the thread is gone; so is its work
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Finishes what the checkpoint thread handed back: `first` (what woke the loop) and
+    /// whatever else is ready.
+    fn take_back_work(&mut self, first: Option<Work<OsDisk>>) {
+        let Some(worker) = &mut self.worker else { return };
+        let rest = std::iter::from_fn(|| worker.done.try_recv().ok());
+        let done: Vec<Work<OsDisk>> = first.into_iter().chain(rest).collect();
+        for work in done {
+            self.work_out -= 1;
+            self.node.finish_work(self.clock.now(), work);
+        }
+    }
+
+    /// Inline mode runs queued checkpoints here; background mode hands their I/O to the
+    /// checkpoint thread, up to `WORK_IN_FLIGHT_MAX` at once.
+    fn start_work(&mut self) {
+        let Some(worker) = &self.worker else {
+            // `Node::run_work`, spelt out so each half reads the clock (the checkpoint's log
+            // line reports how long its I/O took).
+            while let Some(mut work) = self.node.take_work(self.clock.now()) {
+                work.run();
+                self.node.finish_work(self.clock.now(), work);
+            }
+            return;
+        };
+        while self.work_out < WORK_IN_FLIGHT_MAX {
+            let Some(work) = self.node.take_work(self.clock.now()) else { return };
+            match worker.to_worker.try_send(work) {
+                Ok(()) => self.work_out += 1,
+                // Cannot happen while `work_out` bounds it; if the thread died, finish the
+                // work here rather than lose its replica's checkpoint.
+                Err(
+                    std::sync::mpsc::TrySendError::Full(mut work)
+                    | std::sync::mpsc::TrySendError::Disconnected(mut work),
+                ) => {
+                    tracing::error!(group = work.group(), "checkpoint thread unavailable; running inline");
+                    work.run();
+                    self.node.finish_work(self.clock.now(), work);
+                }
             }
         }
     }

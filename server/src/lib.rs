@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod driver;
@@ -15,4 +16,5 @@ pub mod logging;
 pub mod nats;
 pub mod ops;
 pub mod server;
+pub mod startup;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! publish benchmark.
 
 use clap::{Parser, Subcommand};
-use sluice_server::config::{self, FileConfig, SyncMode};
+use sluice_server::config::{self, FileConfig, SnapshotMode, SyncMode};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,7 +18,7 @@ enum Command {
     /// Run a node. Flags override the keys of the same name in --config.
     Server {
         /// A TOML file with any of the keys below (name, data, client, cluster, peers, sync,
-        /// sync_interval_ms).
+        /// sync_interval_ms, snapshot_mode, snapshot_entries, restore_workers).
         #[arg(long)]
         config: Option<PathBuf>,
         /// This node's name; node ids follow from the sorted names of all nodes.
@@ -42,6 +42,15 @@ enum Command {
         /// With --sync interval: how often every log and store is synced [default: 120000].
         #[arg(long)]
         sync_interval_ms: Option<u64>,
+        /// Where snapshot I/O runs: on the node thread, or beside it [default: background].
+        #[arg(long, value_enum)]
+        snapshot_mode: Option<SnapshotMode>,
+        /// A stream snapshots after this many applied entries [default: 65536].
+        #[arg(long)]
+        snapshot_entries: Option<u64>,
+        /// Threads that restore streams at start-up [default: the machine's cores].
+        #[arg(long)]
+        restore_workers: Option<usize>,
     },
     /// A closed-loop JetStream publisher against any NATS-protocol server: throughput and
     /// publish-to-ack latency (min, p50, p90, p99, p99.9, max, microseconds).
@@ -98,7 +107,19 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("bench: {e}")),
             }
         }
-        Command::Server { config: file, name, data, client, cluster, peers, sync, sync_interval_ms } => {
+        Command::Server {
+            config: file,
+            name,
+            data,
+            client,
+            cluster,
+            peers,
+            sync,
+            sync_interval_ms,
+            snapshot_mode,
+            snapshot_entries,
+            restore_workers,
+        } => {
             let flags = FileConfig {
                 name,
                 data,
@@ -107,6 +128,9 @@ fn main() -> ExitCode {
                 peers: (!peers.is_empty()).then_some(peers),
                 sync,
                 sync_interval_ms,
+                snapshot_mode,
+                snapshot_entries,
+                restore_workers,
             };
             let merged = match file.as_deref().map(config::read_file).transpose() {
                 Ok(f) => f.unwrap_or_default().merge(flags),

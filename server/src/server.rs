@@ -4,12 +4,13 @@
 //! before the node opens, so a typo, a busy port or an unwritable directory is one line on
 //! stderr and a non-zero exit, with nothing half-started.
 
+use crate::checkpoint;
 use crate::cluster;
-use crate::config::{ServerConfig, SyncMode};
+use crate::config::{ServerConfig, SnapshotMode, SyncMode};
 use crate::driver::{Driver, Event, StreamSubjects, EVENT_QUEUE};
 use crate::nats;
-use sluice_core::env::Clock;
-use sluice_core::node::{Node, NodeConfig};
+use crate::startup;
+use sluice_core::node::NodeConfig;
 use sluice_core::os::{OsClock, OsDisk};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -39,11 +40,18 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     // Interval mode: Raft appends are synced by the driver's periodic `sync_all`, not by
     // each write (docs/server.md, "Durability modes").
     node_cfg.log.sync_appends = cfg.sync == SyncMode::Always;
+    node_cfg.snapshot.entries = cfg.snapshot_entries;
     let periodic_sync = (cfg.sync == SyncMode::Interval).then_some(cfg.sync_interval);
-    let node = Node::open(disk, node_cfg, clock.now()).map_err(|e| format!("opening the node's data: {e}"))?;
+    let worker = match cfg.snapshot_mode {
+        SnapshotMode::Background => Some(checkpoint::start(&cfg.name)?),
+        SnapshotMode::Inline => None,
+    };
+    let node = startup::open_node(disk, node_cfg, &clock, cfg.restore_workers)
+        .map_err(|e| format!("opening the node's data: {e}"))?;
     tracing::info!(
         name = %cfg.name, id = cfg.id, client = %cfg.client_addr, cluster = %cfg.cluster_addr,
-        nodes = cfg.nodes.len(), data = %cfg.data.display(), "sluice server started"
+        nodes = cfg.nodes.len(), data = %cfg.data.display(), snapshot_mode = ?cfg.snapshot_mode,
+        "sluice server started"
     );
 
     let links = cluster::start_links(cfg.id, &cfg.nodes);
@@ -51,7 +59,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     tokio::spawn(cluster::accept(cluster_listener, Arc::new(cfg.nodes.clone()), cfg.id, events_tx.clone()));
 
     let (subjects_tx, subjects_rx) = watch::channel::<StreamSubjects>(Arc::new(Vec::new()));
-    let driver = Driver::new(node, clock, links, subjects_tx, periodic_sync);
+    let driver = Driver::new(node, clock, links, subjects_tx, periodic_sync, worker);
     let node_thread = std::thread::Builder::new()
         .name(format!("sluice-node-{}", cfg.name))
         .spawn(move || {

@@ -158,3 +158,67 @@ fn recovery_reads_a_bad_looking_record_or_header_again_before_cutting() {
         assert!(fs.fault_counts().get(&sluice_faultfs::FaultKind::ReadBitflip) == Some(&1), "{what}: the flip fired");
     }
 }
+
+/// `begin_sync` / `SyncPlan::run` / `finish_sync` (a background checkpoint's store sync):
+/// what was written before `begin_sync` is durable once the plan ran, appends made while it
+/// ran are not claimed, and without the run nothing is.
+#[test]
+fn a_background_sync_makes_durable_what_was_written_before_it_began() {
+    let crash_after = |run: bool| {
+        let fs = FaultFs::new(7);
+        let mut store = filled(&fs, SyncPolicy::OnSnapshot, 10);
+        let mut plan = store.begin_sync().unwrap();
+        for i in 11..=20 {
+            assert_eq!(store.append(&msg(&payload(i))).unwrap(), i); // while the plan runs
+        }
+        if run {
+            plan.run().unwrap();
+            store.finish_sync(plan).unwrap();
+            assert!(store.has_unsynced_writes(), "the appends made during the run are not synced");
+        }
+        drop(store);
+        fs.crash_with(CrashMode::LoseUnsynced);
+        let (store, _) = FileStore::open(fs, Path::new("s"), config(SyncPolicy::OnSnapshot)).unwrap();
+        store.state().last_seq
+    };
+    assert!(crash_after(false) < 10, "without the run, the first ten are not all durable");
+    let last = crash_after(true);
+    assert!(last >= 10, "everything written before begin_sync survives: last {last}");
+}
+
+#[test]
+fn a_failed_background_fsync_latches_the_store() {
+    let fs = FaultFs::new(8);
+    let mut store = filled(&fs, SyncPolicy::OnSnapshot, 5);
+    let mut plan = store.begin_sync().unwrap();
+    fs.set_config(FaultConfig { fsync_eio_ppm: 1_000_000, ..FaultConfig::none() });
+    let err = plan.run().unwrap_err();
+    assert!(err.is_injected(), "{err}");
+    fs.set_config(FaultConfig::none());
+    assert!(store.finish_sync(plan).is_err(), "the failure is reported again where the store lives");
+    let refused = store.append(&msg(b"after")).unwrap_err();
+    assert!(matches!(refused, StoreError::Failed { .. }), "{refused}");
+}
+
+/// A truncation while the plan runs may reuse block indexes: the plan must not mark the new
+/// blocks durable; the next inline sync does the work.
+#[test]
+fn a_truncation_during_a_background_sync_leaves_the_blocks_dirty() {
+    let fs = FaultFs::new(9);
+    let mut store = filled(&fs, SyncPolicy::OnSnapshot, 20);
+    let mut plan = store.begin_sync().unwrap();
+    store.truncate_after(6).unwrap();
+    for i in 7..=9 {
+        assert_eq!(store.append(&msg(&payload(100 + i))).unwrap(), i);
+    }
+    plan.run().unwrap();
+    store.finish_sync(plan).unwrap();
+    assert!(store.has_unsynced_writes(), "appends after the truncation were never synced");
+    store.sync().unwrap();
+    drop(store);
+    fs.crash_with(CrashMode::LoseUnsynced);
+    let (store, _) = FileStore::open(fs, Path::new("s"), config(SyncPolicy::OnSnapshot)).unwrap();
+    assert_eq!(store.state().last_seq, 9);
+    assert_eq!(store.get(7).unwrap().unwrap().payload, payload(107));
+    assert_eq!(store.get(6).unwrap().unwrap().payload, payload(6));
+}

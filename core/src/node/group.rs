@@ -11,7 +11,7 @@
 use super::config::NodeConfig;
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId};
-use crate::raft::storage::{RaftStorage, RaftStorageError, Recovered};
+use crate::raft::storage::{RaftStorage, RaftStorageError, Recovered, SnapshotWrite};
 use crate::raft::{
     Action, Checkpoint, GroupId, Index, Membership, PersistIo, Raft, RecoveredLog, Snapshot, SnapshotMeta,
 };
@@ -135,20 +135,60 @@ impl<D: Disk> RaftGroup<D> {
     /// durable by the caller), then lets Raft re-check catch-ups and compacts the log files
     /// if it agrees. Returns the index compacted through, if any.
     pub fn finish_checkpoint(&mut self, now: MonoTime, cp: &Checkpoint, data: Bytes) -> Result<Option<Index>, String> {
+        match self.prepare_checkpoint(cp, data.clone())? {
+            None => Ok(None),
+            Some(mut write) => {
+                // Its error is latched by `adopt_checkpoint`, which reports it.
+                let _ = write.run();
+                self.adopt_checkpoint(now, cp, write, data)
+            }
+        }
+    }
+
+    /// The first half of `finish_checkpoint`: the snapshot file's write, to run on any
+    /// thread, or `None` if the checkpoint is moot (a leader's snapshot replaced the log).
+    pub fn prepare_checkpoint(&mut self, cp: &Checkpoint, data: Bytes) -> Result<Option<SnapshotWrite<D>>, String> {
         if self.failed.is_some() {
             self.raft.checkpoint_failed(cp.generation);
             return Err("group failed".into());
         }
-        // A leader's snapshot may have replaced the log since the checkpoint was taken.
-        if self.storage.snapshot_meta().is_some_and(|m| m.last_index >= cp.index) {
+        if self.superseded(cp) {
             self.raft.abort_checkpoint(cp.generation);
             return Ok(None);
         }
         let snapshot = Snapshot {
             meta: SnapshotMeta { last_index: cp.index, last_term: cp.term, membership: cp.membership.clone() },
-            data: data.clone(),
+            data,
         };
-        if let Err(e) = self.storage.save_snapshot(&snapshot) {
+        match self.storage.prepare_snapshot(&snapshot) {
+            Ok(write) => Ok(Some(write)),
+            Err(e) => {
+                self.raft.checkpoint_failed(cp.generation);
+                Err(format!("save snapshot at {}: {e}", cp.index))
+            }
+        }
+    }
+
+    /// The second half: the written snapshot becomes the saved one, Raft re-checks catch-ups
+    /// (the log may have moved on while the file was written) and the log is compacted if it
+    /// agrees. Returns the index compacted through, if any.
+    pub fn adopt_checkpoint(
+        &mut self,
+        now: MonoTime,
+        cp: &Checkpoint,
+        write: SnapshotWrite<D>,
+        data: Bytes,
+    ) -> Result<Option<Index>, String> {
+        if self.failed.is_some() {
+            self.raft.checkpoint_failed(cp.generation);
+            return Err("group failed".into());
+        }
+        if self.superseded(cp) {
+            self.storage.discard_snapshot(write);
+            self.raft.abort_checkpoint(cp.generation);
+            return Ok(None);
+        }
+        if let Err(e) = self.storage.adopt_snapshot(write) {
             self.raft.checkpoint_failed(cp.generation);
             return Err(format!("save snapshot at {}: {e}", cp.index));
         }
@@ -161,5 +201,10 @@ impl<D: Disk> RaftGroup<D> {
             // Catch-up started or superseded: the snapshot is kept, the log is not compacted.
             Err(_) => Ok(None),
         }
+    }
+
+    /// A leader's snapshot may have replaced the log since the checkpoint was taken.
+    fn superseded(&self, cp: &Checkpoint) -> bool {
+        self.storage.snapshot_meta().is_some_and(|m| m.last_index >= cp.index)
     }
 }

@@ -14,7 +14,10 @@
 //!   answer at once from this node's replica;
 //! * `run_work(now)`: one piece of background work (a checkpoint: sync the store, write the
 //!   snapshot, compact the log). The apply loop never waits for it; the runtime decides when
-//!   it runs (the simulator after a seeded delay, production off the event loop's hot path).
+//!   it runs. Or split: `take_work(now)` hands out its I/O (`Work`, `Send`), the runtime runs
+//!   it on another thread while the node goes on, and `finish_work(now, work)` takes it
+//!   back (production's `--snapshot-mode background`; the simulator spreads the three
+//!   over seeded delays).
 //!
 //! and drains `poll_send` (frames to peers) and `poll_reply` (answers to requests).
 //!
@@ -39,6 +42,7 @@ mod frame;
 mod group;
 pub mod meta;
 mod pending;
+mod restore;
 mod stream_group;
 #[cfg(test)]
 mod tests;
@@ -47,6 +51,7 @@ pub use config::{NodeConfig, SnapshotPolicy, CATCHUP_CHUNK_REQUEST_BYTES_MAX};
 pub use frame::{CatchupBody, CatchupFrame, KIND_CATCHUP_CHUNK, KIND_CATCHUP_REQUEST, KIND_CATCHUP_UNAVAILABLE};
 pub use group::GroupRecovery;
 pub use meta::{MetaEntry, MetaOutcome, MetaState, StreamDef};
+pub use restore::{RestoreJob, RestoreServices, Restoring};
 pub use stream_group::GroupStats;
 
 use crate::disk::Disk;
@@ -63,7 +68,29 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
-use stream_group::{CheckpointWork, StreamGroup};
+use stream_group::{CheckpointJob, CheckpointWork, StreamGroup};
+
+/// A checkpoint's I/O handed out by `Node::take_work`: `Send`, so a runtime can run it on a
+/// worker thread while the node goes on (`--snapshot-mode background`), then give it back to
+/// `Node::finish_work`. Dropping it (a crash) is safe: it writes the snapshot file only after
+/// the store sync the snapshot depends on succeeded, so recovery may use that file like any
+/// other.
+pub struct Work<D: Disk> {
+    group: GroupId,
+    incarnation: u64,
+    job: CheckpointJob<D>,
+}
+
+impl<D: Disk> Work<D> {
+    /// The store's fsyncs, then the snapshot file. Touches only the disk.
+    pub fn run(&mut self) {
+        self.job.io.run();
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+}
 
 /// The meta group's id; stream groups are numbered by the meta index that created them.
 pub const META_GROUP: GroupId = 0;
@@ -223,6 +250,8 @@ pub struct Node<D: Disk> {
     outbox: Outbox,
     replies: VecDeque<(RequestId, Reply)>,
     work: VecDeque<(GroupId, u64, CheckpointWork)>,
+    /// Replicas whose checkpoint I/O is out (`take_work`), not yet back (`finish_work`).
+    work_out: BTreeSet<GroupId>,
     next_request: RequestId,
     outstanding: usize,
     /// Look for directories of deleted streams at the next reconcile.
@@ -235,9 +264,27 @@ pub struct Node<D: Disk> {
 }
 
 impl<D: Disk> Node<D> {
-    /// Opens the node's data directory (creating it), recovers the meta group and, as the
-    /// meta log replays, every stream replica placed on this node.
+    /// Opens the node's data directory (creating it), recovers the meta group and then every
+    /// stream replica placed on this node, one after another on this thread. `begin_open`
+    /// is the same with the replicas restored in parallel.
     pub fn open(disk: D, cfg: NodeConfig, now: MonoTime) -> Result<Node<D>, String> {
+        let mut restoring = Node::begin_open(disk, cfg, now, Box::new(move || now))?;
+        let mut jobs = restoring.take_jobs();
+        for job in &mut jobs {
+            job.run();
+        }
+        Ok(restoring.finish(now, jobs))
+    }
+
+    /// Recovers the meta group, starts the services stream restores share, and hands back
+    /// one job per stream replica placed here (`Restoring::take_jobs`), to run in parallel;
+    /// `Restoring::finish` then returns the node. `clock` times the jobs, for the log.
+    pub fn begin_open(
+        disk: D,
+        cfg: NodeConfig,
+        now: MonoTime,
+        clock: Box<dyn Fn() -> MonoTime + Send + Sync>,
+    ) -> Result<Restoring<D>, String> {
         cfg.validate()?;
         let voters = Membership::new(cfg.cluster.iter().copied());
         let (meta, recovery) =
@@ -258,6 +305,7 @@ impl<D: Disk> Node<D> {
             outbox: VecDeque::new(),
             replies: VecDeque::new(),
             work: VecDeque::new(),
+            work_out: BTreeSet::new(),
             next_request: 1,
             outstanding: 0,
             scan_orphans: true,
@@ -267,8 +315,12 @@ impl<D: Disk> Node<D> {
             cfg,
         };
         node.pump_meta(now);
-        node.reconcile(now);
-        Ok(node)
+        // Jitter is drawn here, in group order, so the node's random stream does not depend
+        // on the order the jobs run in.
+        let defs: Vec<StreamDef> =
+            node.meta_state.streams().filter(|d| d.peers.contains(&node.cfg.id)).cloned().collect();
+        let defs = defs.into_iter().map(|def| (def, node.jitter())).collect();
+        Ok(Restoring::new(node, defs, now, clock))
     }
 
     pub fn id(&self) -> NodeId {
@@ -356,23 +408,68 @@ impl<D: Disk> Node<D> {
         self.reconcile(now);
     }
 
-    /// Runs one piece of background work; `false` if there was none.
+    /// Runs one piece of background work here and now (inline mode); `false` if there was
+    /// none.
     pub fn run_work(&mut self, now: MonoTime) -> bool {
-        let Some((id, incarnation, work)) = self.work.pop_front() else { return false };
-        self.stats.work_done += 1;
-        if self.incarnations.get(&id) != Some(&incarnation) {
-            return true; // the replica was closed or reopened since
+        if self.work.is_empty() {
+            return false;
         }
-        let jitter = self.jitter();
-        let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
-        g.run_checkpoint(now, &self.cfg, jitter, work);
-        g.pump(now, &mut self.outbox);
-        self.collect_replies(id);
+        if let Some(mut work) = self.take_work(now) {
+            work.run();
+            self.finish_work(now, work);
+        }
         true
     }
 
+    /// Starts the next piece of background work and hands out its I/O, to run on any thread
+    /// (`Work::run`) while this node goes on; `finish_work` takes it back. `None` if no work
+    /// is queued or none needs I/O. Until it is back, its replica is neither reopened nor
+    /// has its files removed.
+    pub fn take_work(&mut self, now: MonoTime) -> Option<Work<D>> {
+        while let Some((id, incarnation, work)) = self.work.pop_front() {
+            self.stats.work_done += 1;
+            if self.incarnations.get(&id) != Some(&incarnation) {
+                continue; // the replica was closed or reopened since
+            }
+            let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
+            let job = g.start_checkpoint(now, &self.cfg, work);
+            g.pump(now, &mut self.outbox);
+            self.collect_replies(id);
+            if let Some(job) = job {
+                let fresh = self.work_out.insert(id);
+                assert!(fresh, "one checkpoint per replica at a time");
+                return Some(Work { group: id, incarnation, job });
+            }
+        }
+        None
+    }
+
+    /// Takes back work whose I/O ran, and finishes it on this thread.
+    pub fn finish_work(&mut self, now: MonoTime, work: Work<D>) {
+        let Work { group: id, incarnation, job } = work;
+        let out = self.work_out.remove(&id);
+        assert!(out, "work for group {id} was not handed out");
+        if self.incarnations.get(&id) != Some(&incarnation) {
+            // Closed while the I/O ran: whatever it wrote belongs to no open replica. Let the
+            // orphan scan judge the directory, and a reopen proceed.
+            self.scan_orphans = true;
+            return;
+        }
+        let jitter = self.jitter();
+        let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
+        g.complete_checkpoint(now, &self.cfg, jitter, job);
+        g.pump(now, &mut self.outbox);
+        self.collect_replies(id);
+    }
+
+    /// Work queued, not counting work handed out by `take_work`.
     pub fn pending_work(&self) -> usize {
         self.work.len()
+    }
+
+    /// Work handed out by `take_work` and not yet finished.
+    pub fn work_out(&self) -> usize {
+        self.work_out.len()
     }
 
     // ----- outputs --------------------------------------------------------------------
@@ -602,11 +699,13 @@ impl<D: Disk> Node<D> {
     /// latches that log failed, so its group stops at its next write and is reopened.
     pub fn sync_all(&mut self) -> Vec<(String, String)> {
         let mut failed = Vec::new();
-        if let Err(e) = self.meta.storage.sync() {
+        let commit = self.meta.raft.commit_index();
+        if let Err(e) = self.meta.storage.sync().and_then(|()| self.meta.storage.record_commit(commit)) {
             failed.push(("meta".to_string(), format!("raft log: {e}")));
         }
         for g in self.streams.values_mut() {
-            if let Err(e) = g.group.storage.sync() {
+            let commit = g.group.raft.commit_index();
+            if let Err(e) = g.group.storage.sync().and_then(|()| g.group.storage.record_commit(commit)) {
                 failed.push((g.name().to_string(), format!("raft log: {e}")));
             }
             if let Err(e) = g.machine.sync() {
@@ -783,6 +882,9 @@ impl<D: Disk> Node<D> {
             self.streams.keys().copied().filter(|id| self.meta_state.by_group(*id).is_none()).collect();
         for id in gone {
             self.close_stream(id, now, false);
+            if self.work_out.contains(&id) {
+                continue; // its checkpoint I/O may still write there; `finish_work` rescans
+            }
             if let Err(e) = StreamGroup::<D>::remove_files(&self.disk, &self.cfg, id) {
                 tracing::warn!(group = id, error = %e, "files of a deleted stream not removed");
             }
@@ -792,31 +894,40 @@ impl<D: Disk> Node<D> {
             .meta_state
             .streams()
             .filter(|d| d.peers.contains(&self.cfg.id) && !self.streams.contains_key(&d.group))
+            .filter(|d| !self.work_out.contains(&d.group))
             .filter(|d| self.broken.get(&d.group).is_none_or(|(_, retry_at)| *retry_at <= now))
             .cloned()
             .collect();
         for def in wanted {
             let id = def.group;
             let jitter = self.jitter();
-            match StreamGroup::open(self.disk.clone(), &self.cfg, def, now, jitter) {
-                Ok((mut g, recovery)) => {
-                    tracing::info!(group = id, stream = %g.name(), ?recovery, "stream replica opened");
-                    self.broken.remove(&id);
-                    self.incarnations.insert(id, self.next_incarnation);
-                    self.next_incarnation += 1;
-                    g.pump(now, &mut self.outbox);
-                    self.streams.insert(id, g);
-                    self.collect_replies(id);
-                }
-                Err(e) => {
-                    tracing::error!(group = id, error = %e, "stream replica failed to open; retrying later");
-                    self.broken.insert(id, (e, now + self.cfg.catchup_timeout));
-                }
+            let opened = StreamGroup::open(self.disk.clone(), &self.cfg, def, now, jitter);
+            if let Err(e) = &opened {
+                tracing::error!(group = id, error = %e, "stream replica failed to open; retrying later");
             }
+            self.adopt_opened(now, id, opened);
         }
         if self.scan_orphans && self.meta.raft.applied_index() >= self.meta.raft.commit_index() {
             self.scan_orphans = false;
             self.remove_orphans();
+        }
+    }
+
+    /// Takes in a replica just opened (or the reason it did not open: retried later).
+    fn adopt_opened(&mut self, now: MonoTime, id: GroupId, opened: Result<(StreamGroup<D>, GroupRecovery), String>) {
+        match opened {
+            Ok((mut g, recovery)) => {
+                tracing::info!(group = id, stream = %g.name(), ?recovery, "stream replica opened");
+                self.broken.remove(&id);
+                self.incarnations.insert(id, self.next_incarnation);
+                self.next_incarnation += 1;
+                g.pump(now, &mut self.outbox);
+                self.streams.insert(id, g);
+                self.collect_replies(id);
+            }
+            Err(e) => {
+                self.broken.insert(id, (e, now + self.cfg.catchup_timeout));
+            }
         }
     }
 
@@ -830,7 +941,7 @@ impl<D: Disk> Node<D> {
         for name in names {
             let Ok(id) = name.parse::<GroupId>() else { continue };
             let held = self.meta_state.by_group(id).is_some_and(|d| d.peers.contains(&self.cfg.id));
-            if id <= applied && !held && !self.streams.contains_key(&id) {
+            if id <= applied && !held && !self.streams.contains_key(&id) && !self.work_out.contains(&id) {
                 tracing::info!(group = id, "removing files of a stream this node no longer holds");
                 if let Err(e) = StreamGroup::<D>::remove_files(&self.disk, &self.cfg, id) {
                     tracing::warn!(group = id, error = %e, "orphan stream files not removed");

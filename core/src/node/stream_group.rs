@@ -20,7 +20,9 @@ use super::pending::PendingRequests;
 use super::{ClientError, Reply, RequestId, APPLY_BATCH_ENTRIES};
 use crate::disk::Disk;
 use crate::env::{Buggify, MonoTime, NodeId, FRAME_BYTES_MAX};
+use crate::raft::storage::SnapshotWrite;
 use crate::raft::{Applied, Checkpoint, CheckpointError, EntryKind, Index, Membership, Role, Term};
+use crate::store::SyncPlan;
 use crate::stream::{
     ApplyOutcome, CatchupRequest, RestoreOutcome, StreamEntry, StreamError, StreamMachine, StreamSnapshot,
 };
@@ -52,6 +54,35 @@ impl Catchup {
 pub(super) struct CheckpointWork {
     pub checkpoint: Checkpoint,
     pub data: Bytes,
+}
+
+/// A started checkpoint: its captured state and the I/O still to run.
+pub(super) struct CheckpointJob<D: Disk> {
+    work: CheckpointWork,
+    pub io: CheckpointIo<D>,
+    started: MonoTime,
+}
+
+/// A checkpoint's I/O, detached from the replica so it can run on another thread: the
+/// store's fsyncs, then (only if they succeeded) the snapshot file. It touches no state the
+/// replica's thread uses; its outcome is read back by `complete_checkpoint`.
+pub(super) struct CheckpointIo<D: Disk> {
+    /// `None` under the planted bug that skips the store sync.
+    sync: Option<SyncPlan<D>>,
+    snapshot: SnapshotWrite<D>,
+    ran: bool,
+}
+
+impl<D: Disk> CheckpointIo<D> {
+    pub fn run(&mut self) {
+        assert!(!self.ran, "a checkpoint's I/O runs once");
+        self.ran = true;
+        let synced = self.sync.as_mut().map_or(Ok(()), |plan| plan.run());
+        if synced.is_ok() {
+            // Its error is read back (and latched) by `adopt_checkpoint`.
+            let _ = self.snapshot.run();
+        }
+    }
 }
 
 pub(super) struct StreamGroup<D: Disk> {
@@ -413,22 +444,81 @@ impl<D: Disk> StreamGroup<D> {
         Ok(CheckpointWork { checkpoint, data })
     }
 
-    /// The background half of a checkpoint: make the store durable through (at least) the
-    /// checkpoint's index, write the snapshot file, compact the log.
-    pub fn run_checkpoint(&mut self, now: MonoTime, cfg: &NodeConfig, jitter: Duration, work: CheckpointWork) {
-        self.checkpoint_queued = false;
+    /// Starts the background half of a checkpoint (make the store durable through at least
+    /// its index, write the snapshot file, compact the log): buffered records are written here, and the job holds the
+    /// fsyncs and the snapshot file's write, to run on any thread (`CheckpointIo::run`) while
+    /// this replica goes on applying. `None` if there is nothing to run (the checkpoint
+    /// failed or became moot; the replica may have stopped).
+    pub fn start_checkpoint(
+        &mut self,
+        now: MonoTime,
+        cfg: &NodeConfig,
+        work: CheckpointWork,
+    ) -> Option<CheckpointJob<D>> {
         let generation = work.checkpoint.generation;
         if self.failed.is_some() {
+            self.checkpoint_queued = false;
+            self.group.raft.checkpoint_failed(generation);
+            return None;
+        }
+        let sync = if crate::bugs::active(crate::bugs::Bug::SnapshotSkipsStoreSync) {
+            None // planted: the snapshot is written without making the store durable first
+        } else {
+            match self.machine.begin_sync() {
+                Ok(plan) => Some(plan),
+                Err(e) => {
+                    self.checkpoint_queued = false;
+                    self.group.raft.checkpoint_failed(generation);
+                    self.fail(format!("store sync before snapshot: {e}"));
+                    return None;
+                }
+            }
+        };
+        match self.group.prepare_checkpoint(&work.checkpoint, work.data.clone()) {
+            Ok(Some(snapshot)) => {
+                Some(CheckpointJob { work, io: CheckpointIo { sync, snapshot, ran: false }, started: now })
+            }
+            Ok(None) => {
+                self.checkpoint_queued = false;
+                None
+            }
+            Err(e) => {
+                self.checkpoint_queued = false;
+                tracing::warn!(stream = %self.name(), error = %e, "checkpoint failed");
+                self.snapshot_retry_at = now + cfg.catchup_timeout;
+                None
+            }
+        }
+    }
+
+    /// Takes a job back after its I/O ran: records what the store sync made durable, then
+    /// (if it succeeded) adopts the snapshot and compacts the log.
+    pub fn complete_checkpoint(&mut self, now: MonoTime, cfg: &NodeConfig, jitter: Duration, job: CheckpointJob<D>) {
+        assert!(job.io.ran, "a checkpoint job completes after its I/O ran");
+        self.checkpoint_queued = false;
+        let CheckpointJob { work, io, started } = job;
+        let generation = work.checkpoint.generation;
+        let synced = match io.sync {
+            Some(plan) => self.machine.finish_sync(plan).map_err(|e| format!("store sync before snapshot: {e}")),
+            None => Ok(()),
+        };
+        if let Err(why) = synced {
+            self.group.storage.discard_snapshot(io.snapshot);
+            self.group.raft.checkpoint_failed(generation);
+            return self.fail(why);
+        }
+        if self.failed.is_some() {
+            self.group.storage.discard_snapshot(io.snapshot);
             self.group.raft.checkpoint_failed(generation);
             return;
         }
-        let skip_sync = crate::bugs::active(crate::bugs::Bug::SnapshotSkipsStoreSync); // planted
-        if let Err(e) = if skip_sync { Ok(()) } else { self.machine.sync() } {
-            self.group.raft.checkpoint_failed(generation);
-            return self.fail(format!("store sync before snapshot: {e}"));
-        }
-        match self.group.finish_checkpoint(now, &work.checkpoint, work.data) {
+        let index = work.checkpoint.index;
+        match self.group.adopt_checkpoint(now, &work.checkpoint, io.snapshot, work.data) {
             Ok(compacted) => {
+                // One line per checkpoint under its own target, for benchmarks that count them
+                // (`RUST_LOG=info,sluice::checkpoint=debug`).
+                let took_ms = now.saturating_since(started).as_millis() as u64;
+                tracing::debug!(target: "sluice::checkpoint", stream = %self.def.config.name, index, ?compacted, took_ms, "checkpoint installed");
                 if compacted.is_some() {
                     self.stats.compactions += 1;
                     self.since_snapshot_entries = 0;

@@ -9,6 +9,7 @@ use super::StoreError;
 use crate::disk::DiskFile;
 use crate::format::block::BLOCK_HEADER_BYTES;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where one message record lives in its block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +89,8 @@ impl MsgIndex {
 pub(crate) struct Block<F> {
     pub index: u32,
     pub path: PathBuf,
-    pub file: F,
+    /// Shared with a background sync (`SyncPlan`), which fsyncs while appends go on.
+    pub file: Arc<F>,
     /// From the block header: the stream's next sequence when this block was created.
     pub first_seq: u64,
     /// Offset just past the last valid record; appends go here.
@@ -127,7 +129,7 @@ impl<F: DiskFile> Block<F> {
         Block {
             index,
             path,
-            file,
+            file: Arc::new(file),
             first_seq,
             end_bytes: BLOCK_HEADER_BYTES as u64,
             written_bytes: BLOCK_HEADER_BYTES as u64,
@@ -241,11 +243,7 @@ impl<F: DiskFile> Block<F> {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         assert!(self.pending.is_empty(), "write the buffer before syncing");
         if self.dirty {
-            let mut result = self.file.sync_data();
-            if result.is_err() && crate::bugs::active(crate::bugs::Bug::FsyncFailureBelieved) {
-                result = self.file.sync_data(); // planted: the retry "succeeds" without the dropped pages
-            }
-            if let Err(e) = result {
+            if let Err(e) = sync_data(&*self.file) {
                 // Best effort: if even this fails the device is failing and nothing written
                 // after it can be acknowledged either (the store latches).
                 let _ = self.file.set_len(self.synced_bytes);
@@ -265,6 +263,15 @@ pub(crate) enum AppendError {
     Clean(StoreError),
     /// The block's tail is in an unknown state; the store must stop writing.
     Unknown(StoreError),
+}
+
+/// One `sync_data` of a block file; the only place blocks are fsynced.
+pub(crate) fn sync_data<F: DiskFile>(file: &F) -> Result<(), crate::disk::DiskError> {
+    let result = file.sync_data();
+    if result.is_err() && crate::bugs::active(crate::bugs::Bug::FsyncFailureBelieved) {
+        return file.sync_data(); // planted: the retry "succeeds" without the dropped pages
+    }
+    result
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod error;
 mod recovery;
 mod scan;
 mod seqset;
+mod sync_plan;
 #[cfg(test)]
 mod tests;
 mod truncate;
@@ -36,6 +37,7 @@ pub use config::{
 pub use error::{CorruptReason, LimitKind, StoreError};
 pub use recovery::{Cut, CutReason, RecoveryReport, StateFileStatus};
 pub use seqset::SeqSet;
+pub use sync_plan::SyncPlan;
 
 use crate::disk::{Disk, DiskFile, EntryKind, OpenMode};
 use crate::env::MonoTime;
@@ -95,6 +97,11 @@ pub struct FileStore<D: Disk> {
     compact_block: Option<u32>,
     /// A block was created since the directory was last synced.
     dir_dirty: bool,
+    /// Counts every change that set `dir_dirty`, so a background sync knows whether the
+    /// directory sync it made still covers everything (see `sync_plan`).
+    dir_changes: u64,
+    /// Counts truncations: a background sync's view of the blocks is stale after one.
+    cuts: u64,
     /// Blocks wholly below `first_seq`, removed at the next flush (after the compact record
     /// that covers them is durable).
     removals: Vec<Block<D::File>>,
@@ -127,6 +134,8 @@ impl<D: Disk> FileStore<D> {
             msgs: 0,
             bytes: 0,
             dir_dirty: false,
+            dir_changes: 0,
+            cuts: 0,
             removals: Vec::new(),
             failed: None,
             last_sync: None,
@@ -152,7 +161,7 @@ impl<D: Disk> FileStore<D> {
         // Recovery rewrote everything past the state file's durable mark (it may exist only in
         // the page cache of a process whose fsync failed). Sync it, and the directory (names
         // created since the mark), before anything is built on it.
-        store.dir_dirty = true;
+        store.mark_dir_dirty();
         store.schedule_front_removals()?;
         store.flush()?;
         // A state file from before a cut may describe sequences the store no longer has; once
@@ -198,6 +207,12 @@ impl<D: Disk> FileStore<D> {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The sequences in range without a message (deleted or skipped): every other sequence
+    /// from `first_seq` to `last_seq` is a message in the index (an invariant).
+    pub fn deleted(&self) -> &SeqSet {
+        &self.deleted
     }
 
     pub fn dir(&self) -> &Path {
@@ -533,6 +548,11 @@ impl<D: Disk> FileStore<D> {
         }
     }
 
+    fn mark_dir_dirty(&mut self) {
+        self.dir_dirty = true;
+        self.dir_changes += 1;
+    }
+
     /// Latches `error` as the reason the store stops writing, and returns it.
     fn fail(&mut self, error: StoreError) -> StoreError {
         if self.failed.is_none() {
@@ -589,7 +609,7 @@ impl<D: Disk> FileStore<D> {
     fn create_block(&mut self, index: u32) -> Result<(), StoreError> {
         let path = self.dir.join(block_name(index));
         let file = self.disk.open(&path, OpenMode::CreateNew).map_err(|e| StoreError::disk(&path, None, e))?;
-        self.dir_dirty = true;
+        self.mark_dir_dirty();
         let prev_end_bytes =
             self.blocks.back().map_or(0, |b| u32::try_from(b.end_bytes).expect("blocks end below 4 GiB"));
         let header = BlockHeader { index, first_seq: self.next_seq, prev_end_bytes };
@@ -749,7 +769,7 @@ impl<D: Disk> FileStore<D> {
                 Err(e) => return Err(StoreError::disk(&block.path, None, e)),
             }
             self.removals.remove(0);
-            self.dir_dirty = true;
+            self.mark_dir_dirty();
         }
         if self.dir_dirty && crate::bugs::active(crate::bugs::Bug::BlockDirNotSynced) {
             self.dir_dirty = false; // planted: believes the directory is durable without syncing it

@@ -120,7 +120,7 @@ impl<D: Disk> FileStore<D> {
                 Some((_, entry)) if position == at => u64::from(entry.offset) + u64::from(entry.len),
                 _ => BLOCK_HEADER_BYTES as u64,
             };
-            let outcome = scan_records::<_, ()>(&block.file, &block.path, start, None, |offset, record| {
+            let outcome = scan_records::<_, ()>(&*block.file, &block.path, start, None, |offset, record| {
                 if cut.is_none() {
                     let past = match record.kind {
                         RecordKind::Message => record.seq > seq,
@@ -182,7 +182,8 @@ impl<D: Disk> FileStore<D> {
         self.bytes = bytes;
         self.state_stale = true;
         // Not durable until the cut and the directory are synced.
-        self.dir_dirty = true;
+        self.mark_dir_dirty();
+        self.cuts += 1;
         let tail: Vec<Block<D::File>> = self.blocks.drain(plan.at + 1..).collect();
         let boundary_index = self.blocks[plan.at].index;
         if plan.compact_past_cut || self.compact_block.is_some_and(|at| at > boundary_index) {
@@ -283,7 +284,8 @@ impl<D: Disk> FileStore<D> {
     /// Removes the files of `blocks` (in index order), newest first, so that a crash part-way
     /// leaves a contiguous chain. Durable at the next directory sync.
     fn remove_newest_first(&mut self, blocks: Vec<Block<D::File>>) -> Result<(), StoreError> {
-        self.dir_dirty = true;
+        self.mark_dir_dirty();
+        self.cuts += 1;
         for block in blocks.iter().rev() {
             match self.disk.remove_file(&block.path) {
                 Ok(()) => {}

@@ -32,10 +32,16 @@ pub struct Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: PathBuf,
+    /// More `sluice server` flags, the same for every node.
+    pub args: Vec<String>,
 }
 
 impl Cluster {
     pub fn start(tag: &str, n: usize) -> Cluster {
+        Cluster::start_with(tag, n, &[])
+    }
+
+    pub fn start_with(tag: &str, n: usize, args: &[&str]) -> Cluster {
         let dir = temp_dir(tag);
         let nodes: Vec<Node> = (1..=n)
             .map(|i| Node {
@@ -47,7 +53,7 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster { nodes, dir };
+        let mut c = Cluster { nodes, dir, args: args.iter().map(|a| a.to_string()).collect() };
         for i in 0..n {
             c.spawn(i);
         }
@@ -67,12 +73,14 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["server", "--name", &node.name, "--client", &node.client, "--cluster", &node.cluster])
             .arg("--data")
-            .arg(&node.data);
+            .arg(&node.data)
+            .args(&self.args);
         if !peers.is_empty() {
             cmd.arg("--peers").arg(peers.join(","));
         }
         let child = cmd
-            .env("RUST_LOG", "info")
+            // One debug line per installed checkpoint, for tests that count them.
+            .env("RUST_LOG", "info,sluice::checkpoint=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -77,6 +77,17 @@ pub struct Swarm {
     // ----- background work and BUGGIFY -----
     /// Background work (checkpoints) waits this long, up to, before it runs: a slow disk.
     pub work_delay_ms_max: u64,
+    /// Checkpoint I/O runs apart from the node, as production's background snapshot mode
+    /// does: taken out (`Node::take_work`), run and given back (`finish_work`) at separate
+    /// seeded delays while the node goes on. Off in the draw; scenarios turn it on.
+    pub background_work: bool,
+    /// A (re)started node restores its streams as jobs run a few per step in a seeded order
+    /// (two workers' worth), down until the last is done, rather than all at once. Off in
+    /// the draw; the `parallel-restore` scenario turns it on.
+    pub parallel_restore: bool,
+    /// Per step of a node's restore: the chance it crashes there, and (separately) that a
+    /// window of disk errors opens on it.
+    pub restore_fault_ppm: u32,
     pub buggify_ppm: u32,
     pub snapshot_entries: u64,
 
@@ -133,6 +144,9 @@ impl Swarm {
             clock_skew_ms_max: [0, 5_000][rng.gen_range(0..2)],
             clock_drift_ppm_max: [0, 200][rng.gen_range(0..2)],
             work_delay_ms_max: [20, 500, 3_000][rng.gen_range(0..3)],
+            background_work: false,
+            parallel_restore: false,
+            restore_fault_ppm: 0,
             buggify_ppm: [0, 300_000][rng.gen_range(0..2)],
             snapshot_entries: [16, 64, 100_000][rng.gen_range(0..3)],
             publish_per_sec: [30, 80][rng.gen_range(0..2)],
@@ -159,6 +173,7 @@ impl Swarm {
         self.disk_errors_per_min = 0;
         self.block_flip_per_min = 0;
         self.log_flip_per_min = 0;
+        self.restore_fault_ppm = 0;
         self.rolling_restarts = false;
         self
     }
@@ -198,7 +213,7 @@ impl fmt::Display for Swarm {
              latency={}..{}ms tail={}ppm@{}ms drop={}ppm dup={}ppm \
              crash={}/min mode={} pause={}/min isolate={}/min partition={}/min one-way={}/min \
              disk-errors={}/min (fsync-eio={}ppm enospc={}ppm read-eio={}ppm) block-flip={}/min log-flip={}/min rolling={} \
-             skew<={}ms drift<={}ppm work-delay<={}ms buggify={}ppm snapshot-every={} \
+             skew<={}ms drift<={}ppm work-delay<={}ms work={} restore={}@{}ppm buggify={}ppm snapshot-every={} \
              publish={}/s read={}/s forced-snapshot={}/min churn={} limit={:?}",
             self.nodes,
             self.replicas,
@@ -227,6 +242,9 @@ impl fmt::Display for Swarm {
             self.clock_skew_ms_max,
             self.clock_drift_ppm_max,
             self.work_delay_ms_max,
+            if self.background_work { "background" } else { "inline" },
+            if self.parallel_restore { "parallel" } else { "at-once" },
+            self.restore_fault_ppm,
             self.buggify_ppm,
             self.snapshot_entries,
             self.publish_per_sec,

@@ -9,12 +9,13 @@ use crate::clock::SimClock;
 use crate::invariants::{agreement, durability, liveness, no_gaps, raft_safety, recovery, ReplicaDump, Violation};
 use crate::time::WALL_ORIGIN_NS;
 use crate::trace::Trace;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_core::bugs::{self, Bug};
 use sluice_core::disk::Disk;
 use sluice_core::env::{Buggify, Clock, NodeId};
-use sluice_core::node::{Node, NodeConfig, RequestId, SnapshotPolicy};
+use sluice_core::node::{Node, NodeConfig, RequestId, RestoreJob, Restoring, SnapshotPolicy, Work};
 use sluice_core::raft::storage::LogConfig;
 use sluice_core::raft::Role;
 use sluice_faultfs::{FaultConfig, FaultFs};
@@ -93,6 +94,24 @@ pub(super) fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
+/// Stream restore jobs run per step by a restarting node (parallel restore): two workers.
+const RESTORE_JOBS_PER_STEP_MAX: usize = 2;
+
+/// A node restoring its streams (`Swarm::parallel_restore`): down until every job ran.
+struct Starting {
+    restoring: Restoring<FaultFs>,
+    pending: Vec<RestoreJob<FaultFs>>,
+    done: Vec<RestoreJob<FaultFs>>,
+}
+
+/// Checkpoint I/O taken out of a node (background mode).
+struct WorkOut {
+    run_at: u64,
+    finish_at: u64,
+    work: Work<FaultFs>,
+    ran: bool,
+}
+
 pub(super) struct World {
     pub(super) spec: RunSpec,
     pub(super) t_ms: u64,
@@ -105,6 +124,11 @@ pub(super) struct World {
     pub(super) disk_errors_until: Vec<Option<u64>>,
     /// Background work of a node may run from this time (a slow disk delays it).
     work_due: Vec<Option<u64>>,
+    /// With `Swarm::background_work`: checkpoint I/O taken out of each node, with when it
+    /// runs and when it is given back (a crash drops it, as it would a thread's).
+    work_out: Vec<Vec<WorkOut>>,
+    /// Nodes restoring their streams job by job (parallel restore).
+    starting: Vec<Option<Starting>>,
     /// Restarted since its last state sample: its next sample is a recovery check.
     restarted: Vec<bool>,
     pub(super) net: Net,
@@ -191,6 +215,8 @@ impl World {
             paused_until: vec![None; n],
             disk_errors_until: vec![None; n],
             work_due: vec![None; n],
+            work_out: (0..n).map(|_| Vec::new()).collect(),
+            starting: (0..n).map(|_| None).collect(),
             restarted: vec![false; n],
             net,
             faults_on: true,
@@ -234,12 +260,24 @@ impl World {
         let swarm = &self.spec.swarm;
         let cfg = node_config(i as u64 + 1, swarm.nodes, swarm.seed, swarm.buggify_ppm, swarm.snapshot_entries);
         let now = self.now(i);
-        match Node::open(self.disks[i].clone(), cfg, now) {
-            Ok(node) => {
-                self.nodes[i] = Some(node);
-                self.down_until[i] = None;
-                self.restarted[i] = true;
-                self.log("start", format_args!("\"node\":{}", i + 1));
+        let clock = self.clocks[i].clone();
+        match Node::begin_open(self.disks[i].clone(), cfg, now, Box::new(move || clock.now())) {
+            Ok(mut restoring) => {
+                let mut pending = restoring.take_jobs();
+                if self.spec.swarm.parallel_restore {
+                    pending.shuffle(&mut self.rng);
+                    if self.faults_on && !pending.is_empty() {
+                        self.log("restore-begin", format_args!("\"node\":{},\"jobs\":{}", i + 1, pending.len()));
+                        self.down_until[i] = None;
+                        self.starting[i] = Some(Starting { restoring, pending, done: Vec::new() });
+                        return Ok(());
+                    }
+                }
+                for job in &mut pending {
+                    job.run();
+                }
+                let node = restoring.finish(now, pending);
+                self.started(i, node);
                 Ok(())
             }
             // An injected disk error may stop an open; try again later.
@@ -252,6 +290,60 @@ impl World {
                 Err(Violation::new("recovery", self.t_ms, format!("node failed to open: {e}")).node(i as u64 + 1))
             }
         }
+    }
+
+    fn started(&mut self, i: usize, node: Node<FaultFs>) {
+        self.nodes[i] = Some(node);
+        self.down_until[i] = None;
+        self.restarted[i] = true;
+        self.log("start", format_args!("\"node\":{}", i + 1));
+    }
+
+    /// One step of every restoring node: up to two jobs (two workers), in the seeded order
+    /// `start` drew; between them the nemesis may crash the node or open a window of disk
+    /// errors on it. The node comes up when its last job has run.
+    fn restore_step(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.starting[i].is_none() {
+                continue;
+            }
+            let ppm = self.spec.swarm.restore_fault_ppm;
+            if self.faults_on && self.rng.gen_range(0..1_000_000) < ppm {
+                let down_ms = self.rng.gen_range(100..=2_000);
+                self.count("crash-restoring");
+                self.crash(i, None, down_ms);
+                continue;
+            }
+            if self.faults_on && self.disk_errors_until[i].is_none() && self.rng.gen_range(0..1_000_000) < ppm {
+                let ms = self.rng.gen_range(100..=1_000);
+                self.count("disk-errors-restoring");
+                self.disks[i].set_config(self.spec.swarm.disk_faults);
+                self.disk_errors_until[i] = Some(self.t_ms + ms);
+                self.log("disk-errors", format_args!("\"node\":{},\"ms\":{ms},\"why\":\"restoring\"", i + 1));
+            }
+            let jobs = self.rng.gen_range(1..=RESTORE_JOBS_PER_STEP_MAX);
+            let s = self.starting[i].as_mut().expect("checked");
+            for _ in 0..jobs {
+                let Some(mut job) = s.pending.pop() else { break };
+                job.run();
+                s.done.push(job);
+            }
+            if s.pending.is_empty() {
+                self.complete_restore(i);
+            }
+        }
+    }
+
+    /// Runs what is left of node `i`'s restore now and brings it up.
+    fn complete_restore(&mut self, i: usize) {
+        let Some(mut s) = self.starting[i].take() else { return };
+        while let Some(mut job) = s.pending.pop() {
+            job.run();
+            s.done.push(job);
+        }
+        let now = self.now(i);
+        let node = s.restoring.finish(now, s.done);
+        self.started(i, node);
     }
 
     fn run(&mut self) -> Result<(), Violation> {
@@ -277,6 +369,7 @@ impl World {
         madsim::time::advance(Duration::from_millis(STEP_MS));
         self.t_ms += STEP_MS;
         self.expire_faults()?;
+        self.restore_step();
         // As the production driver does, a step's client requests and timers share one
         // batch per node (one log write each), and so does each round of delivered frames.
         self.begin_batches();
@@ -301,10 +394,10 @@ impl World {
                 };
                 if due <= self.t_ms {
                     self.work_due[i] = None;
-                    let now = self.now(i);
-                    self.nodes[i].as_mut().expect("up").run_work(now);
+                    self.start_work(i);
                 }
             }
+            self.background_work(i);
         }
         self.end_batches();
         self.deliver()?;
@@ -317,6 +410,36 @@ impl World {
         }
         self.collect()?;
         self.observe()
+    }
+
+    /// Runs the node's next piece of background work: all at once, or (background mode)
+    /// taken out now, its I/O run and its result given back after seeded delays.
+    fn start_work(&mut self, i: usize) {
+        let now = self.now(i);
+        let node = self.nodes[i].as_mut().expect("up");
+        if !self.spec.swarm.background_work {
+            node.run_work(now);
+            return;
+        }
+        let Some(work) = node.take_work(now) else { return };
+        let delay_max = if self.faults_on { self.spec.swarm.work_delay_ms_max } else { 0 };
+        let run_at = self.t_ms + self.rng.gen_range(0..=delay_max);
+        let finish_at = run_at + self.rng.gen_range(0..=delay_max);
+        self.work_out[i].push(WorkOut { run_at, finish_at, work, ran: false });
+    }
+
+    /// Background work of node `i` whose time has come: I/O first, then the hand-back.
+    fn background_work(&mut self, i: usize) {
+        let t = self.t_ms;
+        for out in self.work_out[i].iter_mut().filter(|o| !o.ran && o.run_at <= t) {
+            out.work.run();
+            out.ran = true;
+        }
+        while let Some(at) = self.work_out[i].iter().position(|o| o.ran && o.finish_at <= t) {
+            let out = self.work_out[i].remove(at);
+            let now = self.now(i);
+            self.nodes[i].as_mut().expect("up").finish_work(now, out.work);
+        }
     }
 
     fn begin_batches(&mut self) {
@@ -558,6 +681,8 @@ impl World {
         self.nodes[i] = None;
         self.paused_until[i] = None;
         self.work_due[i] = None;
+        self.work_out[i].clear();
+        self.starting[i] = None;
         self.net.forget(i as u64 + 1);
         self.fail_requests_to(i as u64 + 1);
     }
@@ -648,6 +773,7 @@ impl World {
             self.paused_until[i] = None;
             self.disk_errors_until[i] = None;
             self.disks[i].set_config(FaultConfig::none());
+            self.complete_restore(i);
             let meta_failed = self.nodes[i].as_ref().is_some_and(|n| n.meta_failed().is_some());
             if meta_failed {
                 self.log("restart", format_args!("\"node\":{},\"why\":\"meta group stopped\"", i + 1));

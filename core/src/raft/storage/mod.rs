@@ -75,18 +75,18 @@
 mod error;
 mod files;
 mod recovery;
+mod snapshot_write;
 #[cfg(test)]
 mod tests;
 
 pub use error::{LogCut, LogCutReason, RaftStorageError};
+pub use snapshot_write::SnapshotWrite;
 
 use crate::disk::{Disk, DiskFile, OpenMode};
-use crate::format::raftlog::{
-    encode_record, encode_snapshot, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES, SNAPSHOT_DATA_BYTES_MAX,
-};
+use crate::format::raftlog::{encode_record, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES, SNAPSHOT_DATA_BYTES_MAX};
 use crate::raft::node::PersistIo;
 use crate::raft::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term, ENTRY_DATA_BYTES_MAX, PEERS_MAX};
-use files::{replace_file, segment_name, snapshot_name, write_hard_state};
+use files::{segment_name, snapshot_name, write_hard_state};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -346,6 +346,19 @@ impl<D: Disk> RaftStorage<D> {
 
     /// Replaces the hard state; durable on return. Term must not go down, nor the vote
     /// change within a term (Raft safety: a bug otherwise).
+    /// Writes `commit` into the hard state if it is above what is there (and within what this
+    /// mode may write down, see `persist`). A clean shutdown calls it (`Node::sync_all`): the
+    /// last entries a leader committed are otherwise known committed on disk only once a later
+    /// write carried the claim, and a restart would wait for an election to apply them (a
+    /// stream created last would then be restored after start-up, not with the others).
+    pub fn record_commit(&mut self, commit: Index) -> Result<(), RaftStorageError> {
+        let commit = commit.min(self.claim_max()).min(self.last_index());
+        if commit <= self.hard_state.commit {
+            return Ok(());
+        }
+        self.set_hard_state(HardState { commit, ..self.hard_state })
+    }
+
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), RaftStorageError> {
         self.usable()?;
         let current = self.hard_state;
@@ -367,6 +380,15 @@ impl<D: Disk> RaftStorage<D> {
     /// back (`last_index` at or above the current snapshot's), must describe entries this
     /// log has (`last_index <= last_index()`), and must carry the log's term at its index.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), RaftStorageError> {
+        self.prepare_snapshot(snap)?;
+        let result = self.write_snapshot(snap);
+        self.latch(result)
+    }
+
+    /// Checks `snap` as `save_snapshot` does and hands back its file write, to run on any
+    /// thread (`SnapshotWrite::run`) and then `adopt_snapshot` here. The log and any other
+    /// snapshot may change meanwhile: the write touches only its own file name.
+    pub fn prepare_snapshot(&self, snap: &Snapshot) -> Result<SnapshotWrite<D>, RaftStorageError> {
         self.usable()?;
         let index = snap.meta.last_index;
         assert!(index >= self.snapshot_index(), "snapshot at {index} is older than the saved one");
@@ -378,8 +400,28 @@ impl<D: Disk> RaftStorage<D> {
             snap.meta.last_term
         );
         self.check_snapshot(snap)?;
-        let result = self.write_snapshot(snap);
+        Ok(SnapshotWrite::new(self.disk.clone(), self.dir.clone(), snap))
+    }
+
+    /// Makes a snapshot written by `SnapshotWrite::run` the saved one. Must not be older than
+    /// the saved snapshot (the caller aborts then: `discard_snapshot`). A failed write latches
+    /// the storage, as it does in `save_snapshot`.
+    pub fn adopt_snapshot(&mut self, write: SnapshotWrite<D>) -> Result<(), RaftStorageError> {
+        self.usable()?;
+        let result = write.outcome().and_then(|()| {
+            assert!(write.meta.last_index >= self.snapshot_index(), "adopting a snapshot older than the saved one");
+            self.record_snapshot(&write.meta)
+        });
         self.latch(result)
+    }
+
+    /// Drops a snapshot write that lost to a newer snapshot: its file goes (best effort; a
+    /// file left behind is an older snapshot, which recovery passes over).
+    pub fn discard_snapshot(&mut self, write: SnapshotWrite<D>) {
+        let index = write.meta.last_index;
+        if !self.snapshot_files.contains(&index) {
+            let _ = self.disk.remove_file(&self.dir.join(snapshot_name(index)));
+        }
     }
 
     fn check_snapshot(&self, snap: &Snapshot) -> Result<(), RaftStorageError> {
@@ -396,9 +438,15 @@ impl<D: Disk> RaftStorage<D> {
     }
 
     fn write_snapshot(&mut self, snap: &Snapshot) -> Result<(), RaftStorageError> {
-        let index = snap.meta.last_index;
-        replace_file(&self.disk, &self.dir, &snapshot_name(index), &encode_snapshot(snap))?;
-        self.snapshot = Some(snap.meta.clone());
+        let mut write = SnapshotWrite::new(self.disk.clone(), self.dir.clone(), snap);
+        write.run()?;
+        self.record_snapshot(&write.meta)
+    }
+
+    /// A durable snapshot file becomes the saved snapshot; older files go.
+    fn record_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), RaftStorageError> {
+        let index = meta.last_index;
+        self.snapshot = Some(meta.clone());
         self.snapshot_files.insert(index);
         // Older snapshot files are superseded. Higher names can only be corrupt files recovery
         // skipped: they stay, as evidence for `commit_floor`, until a snapshot reaches them.
