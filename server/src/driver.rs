@@ -225,7 +225,9 @@ impl Driver {
         let done: Vec<Work<OsDisk>> = first.into_iter().chain(rest).collect();
         for work in done {
             self.work_out -= 1;
-            self.node.finish_work(self.clock.now(), work);
+            let (group, started) = (work.group(), self.clock.now());
+            self.node.finish_work(started, work);
+            node_thread_time(group, "finish", started, self.clock.now());
         }
     }
 
@@ -235,14 +237,19 @@ impl Driver {
         let Some(worker) = &self.worker else {
             // `Node::run_work`, spelt out so each half reads the clock (the checkpoint's log
             // line reports how long its I/O took).
-            while let Some(mut work) = self.node.take_work(self.clock.now()) {
+            loop {
+                let started = self.clock.now();
+                let Some(mut work) = self.node.take_work(started) else { return };
                 work.run();
+                let group = work.group();
                 self.node.finish_work(self.clock.now(), work);
+                node_thread_time(group, "inline", started, self.clock.now());
             }
-            return;
         };
         while self.work_out < WORK_IN_FLIGHT_MAX {
-            let Some(work) = self.node.take_work(self.clock.now()) else { return };
+            let started = self.clock.now();
+            let Some(work) = self.node.take_work(started) else { return };
+            node_thread_time(work.group(), "take", started, self.clock.now());
             match worker.to_worker.try_send(work) {
                 Ok(()) => self.work_out += 1,
                 // Cannot happen while `work_out` bounds it; if the thread died, finish the
@@ -568,4 +575,12 @@ fn client_error(e: ClientError) -> OpResult {
         ClientError::InvalidRequest { reason } => OpResult::error(ErrorCode::BadRequest, reason),
         other => OpResult::error(ErrorCode::Unavailable, other.to_string()),
     }
+}
+
+/// What a checkpoint costs the node thread (publishes wait behind it): one debug line per
+/// part (`take` and `finish` in background mode, `inline` for the whole in inline mode), for
+/// `bench/snapshot-stalls`.
+fn node_thread_time(group: u64, part: &str, from: MonoTime, to: MonoTime) {
+    let us = to.saturating_since(from).as_micros() as u64;
+    tracing::debug!(target: "sluice::checkpoint", group, part, node_thread_us = us, "checkpoint work on the node thread");
 }

@@ -11,7 +11,7 @@
 use super::config::NodeConfig;
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId};
-use crate::raft::storage::{RaftStorage, RaftStorageError, Recovered, SnapshotWrite};
+use crate::raft::storage::{Leftovers, RaftStorage, RaftStorageError, Recovered, SnapshotWrite};
 use crate::raft::{
     Action, Checkpoint, GroupId, Index, Membership, PersistIo, Raft, RecoveredLog, Snapshot, SnapshotMeta,
 };
@@ -140,7 +140,9 @@ impl<D: Disk> RaftGroup<D> {
             Some(mut write) => {
                 // Its error is latched by `adopt_checkpoint`, which reports it.
                 let _ = write.run();
-                self.adopt_checkpoint(now, cp, write, data)
+                let (compacted, leftovers) = self.adopt_checkpoint(now, cp, write, data)?;
+                self.storage.remove_leftovers(&leftovers).map_err(|e| format!("compact: {e}"))?;
+                Ok(compacted)
             }
         }
     }
@@ -171,14 +173,15 @@ impl<D: Disk> RaftGroup<D> {
 
     /// The second half: the written snapshot becomes the saved one, Raft re-checks catch-ups
     /// (the log may have moved on while the file was written) and the log is compacted if it
-    /// agrees. Returns the index compacted through, if any.
+    /// agrees. Returns the index compacted through, if any, and the files the snapshot and
+    /// the compaction made unnecessary, detached, for the caller to remove (`Leftovers`).
     pub fn adopt_checkpoint(
         &mut self,
         now: MonoTime,
         cp: &Checkpoint,
         write: SnapshotWrite<D>,
         data: Bytes,
-    ) -> Result<Option<Index>, String> {
+    ) -> Result<(Option<Index>, Leftovers), String> {
         if self.failed.is_some() {
             self.raft.checkpoint_failed(cp.generation);
             return Err("group failed".into());
@@ -186,20 +189,26 @@ impl<D: Disk> RaftGroup<D> {
         if self.superseded(cp) {
             self.storage.discard_snapshot(write);
             self.raft.abort_checkpoint(cp.generation);
-            return Ok(None);
+            return Ok((None, Leftovers::default()));
         }
-        if let Err(e) = self.storage.adopt_snapshot(write) {
-            self.raft.checkpoint_failed(cp.generation);
-            return Err(format!("save snapshot at {}: {e}", cp.index));
-        }
+        let mut leftovers = match self.storage.adopt_snapshot(write) {
+            Ok(leftovers) => leftovers,
+            Err(e) => {
+                self.raft.checkpoint_failed(cp.generation);
+                return Err(format!("save snapshot at {}: {e}", cp.index));
+            }
+        };
         match self.raft.checkpoint_saved(now, cp.generation, data) {
-            Ok(through) => match self.storage.compact_through(through) {
-                Ok(()) => Ok(Some(through)),
+            Ok(through) => match self.storage.compact_detached(through) {
+                Ok(segments) => {
+                    leftovers.append(segments);
+                    Ok((Some(through), leftovers))
+                }
                 // The snapshot is durable; the old segments stay until the next compaction.
                 Err(e) => Err(format!("compact through {through}: {e}")),
             },
             // Catch-up started or superseded: the snapshot is kept, the log is not compacted.
-            Err(_) => Ok(None),
+            Err(_) => Ok((None, leftovers)),
         }
     }
 

@@ -57,6 +57,7 @@ pub use stream_group::GroupStats;
 use crate::disk::Disk;
 use crate::env::{MonoTime, NodeId};
 use crate::raft::message::{decode_header, Message, KIND_RAFT_MAX};
+use crate::raft::storage::Leftovers;
 use crate::raft::{Applied, EntryKind, GroupId, Index, Membership, ProposeError, Role, Term};
 use crate::store::StoredMessage;
 use crate::stream::{ApplyOutcome, Publish, Purge, StreamConfig, StreamEntry, StreamInfo};
@@ -70,21 +71,40 @@ use std::fmt;
 use std::time::Duration;
 use stream_group::{CheckpointJob, CheckpointWork, StreamGroup};
 
-/// A checkpoint's I/O handed out by `Node::take_work`: `Send`, so a runtime can run it on a
-/// worker thread while the node goes on (`--snapshot-mode background`), then give it back to
-/// `Node::finish_work`. Dropping it (a crash) is safe: it writes the snapshot file only after
-/// the store sync the snapshot depends on succeeded, so recovery may use that file like any
-/// other.
+/// Background work waiting in the node's queue.
+enum WorkItem {
+    /// A checkpoint's second half.
+    Checkpoint(CheckpointWork),
+    /// Files a finished checkpoint made unnecessary (older snapshots, compacted segments).
+    Cleanup(Leftovers),
+}
+
+enum Job<D: Disk> {
+    Checkpoint(Box<CheckpointJob<D>>),
+    Cleanup { disk: D, leftovers: Leftovers, failed: Option<String> },
+}
+
+/// Background I/O handed out by `Node::take_work`: a checkpoint's (the store's fsyncs, then
+/// the snapshot file) or a cleanup's (removing files a checkpoint made unnecessary). `Send`,
+/// so a runtime can run it on a worker thread while the node goes on (`--snapshot-mode
+/// background`), then give it back to `Node::finish_work`. Dropping it (a crash) is safe: a
+/// checkpoint writes its snapshot file only after the store sync it depends on succeeded, so
+/// recovery may use that file like any other; files a cleanup did not remove are passed over.
 pub struct Work<D: Disk> {
     group: GroupId,
     incarnation: u64,
-    job: CheckpointJob<D>,
+    job: Job<D>,
 }
 
 impl<D: Disk> Work<D> {
-    /// The store's fsyncs, then the snapshot file. Touches only the disk.
+    /// The I/O. Touches only the disk.
     pub fn run(&mut self) {
-        self.job.io.run();
+        match &mut self.job {
+            Job::Checkpoint(job) => job.io.run(),
+            Job::Cleanup { disk, leftovers, failed } => {
+                *failed = leftovers.remove(disk).err().map(|e| e.to_string());
+            }
+        }
     }
 
     pub fn group(&self) -> GroupId {
@@ -96,8 +116,8 @@ impl<D: Disk> Work<D> {
 pub const META_GROUP: GroupId = 0;
 /// Entries applied per `poll_apply`, so one busy group cannot hold the node for long.
 const APPLY_BATCH_ENTRIES: usize = 1024;
-/// Background work items waiting at once (one checkpoint per group at most).
-const WORK_QUEUE_MAX: usize = meta::STREAMS_MAX;
+/// Background work items waiting at once: per group at most one checkpoint and one cleanup.
+const WORK_QUEUE_MAX: usize = 2 * meta::STREAMS_MAX;
 
 /// Identifies a client request on this node until its reply.
 pub type RequestId = u64;
@@ -249,7 +269,7 @@ pub struct Node<D: Disk> {
     incarnations: BTreeMap<GroupId, u64>,
     outbox: Outbox,
     replies: VecDeque<(RequestId, Reply)>,
-    work: VecDeque<(GroupId, u64, CheckpointWork)>,
+    work: VecDeque<(GroupId, u64, WorkItem)>,
     /// Replicas whose checkpoint I/O is out (`take_work`), not yet back (`finish_work`).
     work_out: BTreeSet<GroupId>,
     next_request: RequestId,
@@ -397,7 +417,7 @@ impl<D: Disk> Node<D> {
             let g = self.streams.get_mut(&id).expect("listed");
             if let Some(work) = g.tick(now, wall_ns, &self.cfg, &mut self.outbox) {
                 assert!(self.work.len() < WORK_QUEUE_MAX, "one queued checkpoint per group");
-                self.work.push_back((id, self.incarnations[&id], work));
+                self.work.push_back((id, self.incarnations[&id], WorkItem::Checkpoint(work)));
             }
             g.pump(now, &mut self.outbox);
             self.collect_replies(id);
@@ -409,43 +429,55 @@ impl<D: Disk> Node<D> {
     }
 
     /// Runs one piece of background work here and now (inline mode); `false` if there was
-    /// none.
+    /// none. Files a checkpoint made unnecessary are removed at once.
     pub fn run_work(&mut self, now: MonoTime) -> bool {
         if self.work.is_empty() {
             return false;
         }
         if let Some(mut work) = self.take_work(now) {
             work.run();
-            self.finish_work(now, work);
+            self.finish(now, work, false);
         }
         true
     }
 
     /// Starts the next piece of background work and hands out its I/O, to run on any thread
     /// (`Work::run`) while this node goes on; `finish_work` takes it back. `None` if no work
-    /// is queued or none needs I/O. Until it is back, its replica is neither reopened nor
-    /// has its files removed.
+    /// is queued or none can go now (each replica has at most one piece out). Until it is
+    /// back, its replica is neither reopened nor has its files removed.
     pub fn take_work(&mut self, now: MonoTime) -> Option<Work<D>> {
-        while let Some((id, incarnation, work)) = self.work.pop_front() {
+        while let Some(at) = self.work.iter().position(|(id, _, _)| !self.work_out.contains(id)) {
+            let (id, incarnation, item) = self.work.remove(at).expect("found above");
             self.stats.work_done += 1;
             if self.incarnations.get(&id) != Some(&incarnation) {
                 continue; // the replica was closed or reopened since
             }
-            let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
-            let job = g.start_checkpoint(now, &self.cfg, work);
-            g.pump(now, &mut self.outbox);
-            self.collect_replies(id);
+            let job = match item {
+                WorkItem::Cleanup(leftovers) => Some(Job::Cleanup { disk: self.disk.clone(), leftovers, failed: None }),
+                WorkItem::Checkpoint(work) => {
+                    let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
+                    let job = g.start_checkpoint(now, &self.cfg, work);
+                    g.pump(now, &mut self.outbox);
+                    self.collect_replies(id);
+                    job.map(|j| Job::Checkpoint(Box::new(j)))
+                }
+            };
             if let Some(job) = job {
-                let fresh = self.work_out.insert(id);
-                assert!(fresh, "one checkpoint per replica at a time");
+                self.work_out.insert(id);
                 return Some(Work { group: id, incarnation, job });
             }
         }
         None
     }
 
-    /// Takes back work whose I/O ran, and finishes it on this thread.
+    /// Takes back work whose I/O ran, and finishes it on this thread. Files a checkpoint
+    /// made unnecessary are queued as a cleanup, handed out like a checkpoint (their
+    /// removal ends in a directory fsync, which would stall this thread).
     pub fn finish_work(&mut self, now: MonoTime, work: Work<D>) {
+        self.finish(now, work, true);
+    }
+
+    fn finish(&mut self, now: MonoTime, work: Work<D>, defer_cleanup: bool) {
         let Work { group: id, incarnation, job } = work;
         let out = self.work_out.remove(&id);
         assert!(out, "work for group {id} was not handed out");
@@ -455,9 +487,33 @@ impl<D: Disk> Node<D> {
             self.scan_orphans = true;
             return;
         }
+        let job = match job {
+            Job::Cleanup { failed, .. } => {
+                if let Some(e) = failed {
+                    // The files stay; nothing reads them (see `Leftovers`).
+                    tracing::warn!(group = id, error = %e, "removing files a snapshot made unnecessary failed");
+                }
+                return;
+            }
+            Job::Checkpoint(job) => job,
+        };
         let jitter = self.jitter();
         let g = self.streams.get_mut(&id).expect("incarnation matches an open group");
-        g.complete_checkpoint(now, &self.cfg, jitter, job);
+        let leftovers = g.complete_checkpoint(now, &self.cfg, jitter, *job);
+        if !leftovers.is_empty() {
+            if defer_cleanup {
+                let queued = self.work.iter_mut().find_map(|(g, i, item)| match item {
+                    WorkItem::Cleanup(l) if *g == id && *i == incarnation => Some(l),
+                    _ => None,
+                });
+                match queued {
+                    Some(l) => l.append(leftovers),
+                    None => self.work.push_back((id, incarnation, WorkItem::Cleanup(leftovers))),
+                }
+            } else if let Err(e) = g.group.storage.remove_leftovers(&leftovers) {
+                tracing::warn!(group = id, error = %e, "compaction failed");
+            }
+        }
         g.pump(now, &mut self.outbox);
         self.collect_replies(id);
     }
@@ -781,7 +837,7 @@ impl<D: Disk> Node<D> {
         let id = self.local_group(name)?;
         let g = self.streams.get_mut(&id).expect("local group");
         let work = g.force_checkpoint(now).map_err(|e| ClientError::Unavailable { reason: e })?;
-        self.work.push_back((id, self.incarnations[&id], work));
+        self.work.push_back((id, self.incarnations[&id], WorkItem::Checkpoint(work)));
         Ok(())
     }
 

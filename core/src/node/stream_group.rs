@@ -20,7 +20,7 @@ use super::pending::PendingRequests;
 use super::{ClientError, Reply, RequestId, APPLY_BATCH_ENTRIES};
 use crate::disk::Disk;
 use crate::env::{Buggify, MonoTime, NodeId, FRAME_BYTES_MAX};
-use crate::raft::storage::SnapshotWrite;
+use crate::raft::storage::{Leftovers, SnapshotWrite};
 use crate::raft::{Applied, Checkpoint, CheckpointError, EntryKind, Index, Membership, Role, Term};
 use crate::store::SyncPlan;
 use crate::stream::{
@@ -492,8 +492,15 @@ impl<D: Disk> StreamGroup<D> {
     }
 
     /// Takes a job back after its I/O ran: records what the store sync made durable, then
-    /// (if it succeeded) adopts the snapshot and compacts the log.
-    pub fn complete_checkpoint(&mut self, now: MonoTime, cfg: &NodeConfig, jitter: Duration, job: CheckpointJob<D>) {
+    /// (if it succeeded) adopts the snapshot and compacts the log. Returns the files that
+    /// made unnecessary, detached, for the caller to remove (`Leftovers`).
+    pub fn complete_checkpoint(
+        &mut self,
+        now: MonoTime,
+        cfg: &NodeConfig,
+        jitter: Duration,
+        job: CheckpointJob<D>,
+    ) -> Leftovers {
         assert!(job.io.ran, "a checkpoint job completes after its I/O ran");
         self.checkpoint_queued = false;
         let CheckpointJob { work, io, started } = job;
@@ -505,16 +512,17 @@ impl<D: Disk> StreamGroup<D> {
         if let Err(why) = synced {
             self.group.storage.discard_snapshot(io.snapshot);
             self.group.raft.checkpoint_failed(generation);
-            return self.fail(why);
+            self.fail(why);
+            return Leftovers::default();
         }
         if self.failed.is_some() {
             self.group.storage.discard_snapshot(io.snapshot);
             self.group.raft.checkpoint_failed(generation);
-            return;
+            return Leftovers::default();
         }
         let index = work.checkpoint.index;
         match self.group.adopt_checkpoint(now, &work.checkpoint, io.snapshot, work.data) {
-            Ok(compacted) => {
+            Ok((compacted, leftovers)) => {
                 // One line per checkpoint under its own target, for benchmarks that count them
                 // (`RUST_LOG=info,sluice::checkpoint=debug`).
                 let took_ms = now.saturating_since(started).as_millis() as u64;
@@ -527,10 +535,12 @@ impl<D: Disk> StreamGroup<D> {
                 } else {
                     self.snapshot_retry_at = now + cfg.catchup_timeout;
                 }
+                leftovers
             }
             Err(e) => {
                 tracing::warn!(stream = %self.name(), error = %e, "checkpoint failed");
                 self.snapshot_retry_at = now + cfg.catchup_timeout;
+                Leftovers::default()
             }
         }
     }

@@ -74,12 +74,14 @@
 
 mod error;
 mod files;
+mod leftovers;
 mod recovery;
 mod snapshot_write;
 #[cfg(test)]
 mod tests;
 
 pub use error::{LogCut, LogCutReason, RaftStorageError};
+pub use leftovers::Leftovers;
 pub use snapshot_write::SnapshotWrite;
 
 use crate::disk::{Disk, DiskFile, OpenMode};
@@ -406,11 +408,12 @@ impl<D: Disk> RaftStorage<D> {
     /// Makes a snapshot written by `SnapshotWrite::run` the saved one. Must not be older than
     /// the saved snapshot (the caller aborts then: `discard_snapshot`). A failed write latches
     /// the storage, as it does in `save_snapshot`.
-    pub fn adopt_snapshot(&mut self, write: SnapshotWrite<D>) -> Result<(), RaftStorageError> {
+    /// Older snapshot files come back detached, for the caller to remove (`Leftovers`).
+    pub fn adopt_snapshot(&mut self, write: SnapshotWrite<D>) -> Result<Leftovers, RaftStorageError> {
         self.usable()?;
-        let result = write.outcome().and_then(|()| {
+        let result = write.outcome().map(|()| {
             assert!(write.meta.last_index >= self.snapshot_index(), "adopting a snapshot older than the saved one");
-            self.record_snapshot(&write.meta)
+            self.record_snapshot_meta(&write.meta)
         });
         self.latch(result)
     }
@@ -445,21 +448,24 @@ impl<D: Disk> RaftStorage<D> {
 
     /// A durable snapshot file becomes the saved snapshot; older files go.
     fn record_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), RaftStorageError> {
+        self.record_snapshot_meta(meta).remove(&self.disk)
+    }
+
+    /// A durable snapshot file becomes the saved snapshot; older files are detached (see
+    /// `Leftovers`) for the caller to remove.
+    fn record_snapshot_meta(&mut self, meta: &SnapshotMeta) -> Leftovers {
         let index = meta.last_index;
         self.snapshot = Some(meta.clone());
         self.snapshot_files.insert(index);
         // Older snapshot files are superseded. Higher names can only be corrupt files recovery
         // skipped: they stay, as evidence for `commit_floor`, until a snapshot reaches them.
         let older: Vec<Index> = self.snapshot_files.range(..index).copied().collect();
-        for old in &older {
-            let path = self.dir.join(snapshot_name(*old));
-            self.disk.remove_file(&path).map_err(|e| RaftStorageError::disk(&path, None, e))?;
-            self.snapshot_files.remove(old);
+        let mut leftovers = Leftovers::default();
+        for old in older {
+            self.snapshot_files.remove(&old);
+            leftovers.add(self.dir.join(snapshot_name(old)), &self.dir);
         }
-        if !older.is_empty() {
-            self.disk.sync_dir(&self.dir).map_err(|e| RaftStorageError::disk(&self.dir, None, e))?;
-        }
-        Ok(())
+        leftovers
     }
 
     /// Removes whole segments whose entries are all `<= index`, oldest first, never the last
@@ -467,21 +473,33 @@ impl<D: Disk> RaftStorage<D> {
     pub fn compact_through(&mut self, index: Index) -> Result<(), RaftStorageError> {
         self.usable()?;
         assert!(index <= self.snapshot_index(), "compacting through {index}, beyond the snapshot");
-        let result = self.compact_unchecked(index);
+        let result = self.detach_compacted(index).remove(&self.disk);
         self.latch(result)
     }
 
-    fn compact_unchecked(&mut self, index: Index) -> Result<(), RaftStorageError> {
-        let mut removed = false;
+    /// Removes leftovers on this thread (a failure latches the storage, as `compact_through`'s
+    /// does).
+    pub fn remove_leftovers(&mut self, leftovers: &Leftovers) -> Result<(), RaftStorageError> {
+        self.usable()?;
+        let result = leftovers.remove(&self.disk);
+        self.latch(result)
+    }
+
+    /// `compact_through` without the removal: the segments are forgotten here and handed
+    /// back, to be removed off this thread (`Leftovers::remove`).
+    pub fn compact_detached(&mut self, index: Index) -> Result<Leftovers, RaftStorageError> {
+        self.usable()?;
+        assert!(index <= self.snapshot_index(), "compacting through {index}, beyond the snapshot");
+        Ok(self.detach_compacted(index))
+    }
+
+    fn detach_compacted(&mut self, index: Index) -> Leftovers {
+        let mut leftovers = Leftovers::default();
         while self.segments.len() > 1 && self.segments[0].next_index() <= index + 1 {
             let segment = self.segments.remove(0);
-            removed = true;
-            self.disk.remove_file(&segment.path).map_err(|e| RaftStorageError::disk(&segment.path, None, e))?;
+            leftovers.add(segment.path.clone(), &self.log_dir);
         }
-        if removed {
-            self.disk.sync_dir(&self.log_dir).map_err(|e| RaftStorageError::disk(&self.log_dir, None, e))?;
-        }
-        Ok(())
+        leftovers
     }
 
     /// A follower installs a leader's snapshot: saves it durably, then removes the whole log
