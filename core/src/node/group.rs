@@ -202,6 +202,9 @@ impl<D: Disk> RaftGroup<D> {
             Ok(through) => match self.storage.compact_detached(through) {
                 Ok(segments) => {
                     leftovers.append(segments);
+                    if let Some(entries) = self.raft.take_compacted() {
+                        leftovers.discard(entries);
+                    }
                     Ok((Some(through), leftovers))
                 }
                 // The snapshot is durable; the old segments stay until the next compaction.

@@ -103,6 +103,7 @@ impl<D: Disk> Work<D> {
             Job::Checkpoint(job) => job.io.run(),
             Job::Cleanup { disk, leftovers, failed } => {
                 *failed = leftovers.remove(disk).err().map(|e| e.to_string());
+                leftovers.free(); // here, not on the node's thread when the work comes back
             }
         }
     }

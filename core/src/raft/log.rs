@@ -153,17 +153,19 @@ impl RaftLog {
         self.snapshot = snapshot;
     }
 
-    /// Drops entries at or below `index`, which the snapshot must cover.
-    pub fn compact_through(&mut self, index: Index) {
+    /// Removes entries at or below `index`, which the snapshot must cover, and returns them:
+    /// freeing a few hundred thousand entries took tens of milliseconds, so a caller on a hot
+    /// thread can have them dropped elsewhere. The entries kept are moved, not the removed.
+    pub fn compact_through(&mut self, index: Index) -> VecDeque<Entry> {
         assert!(index <= self.snapshot_index(), "compacting beyond the snapshot loses entries");
-        while self.first_index <= index && !self.entries.is_empty() {
-            let e = self.entries.pop_front().expect("non-empty");
-            self.entry_bytes -= e.data.len();
-            self.first_index += 1;
-        }
-        self.first_index = self.first_index.max(index + 1);
+        let removed = usize::try_from((index + 1).saturating_sub(self.first_index)).unwrap_or(usize::MAX);
+        let kept = self.entries.split_off(removed.min(self.entries.len()));
+        let removed = std::mem::replace(&mut self.entries, kept);
+        self.entry_bytes -= removed.iter().map(|e| e.data.len()).sum::<usize>();
+        self.first_index = (self.first_index + removed.len() as u64).max(index + 1);
         self.base_membership = self.membership_at(index);
         self.memberships.retain(|(i, _)| *i > index);
+        removed
     }
 
     /// Replaces the whole log with a snapshot from the leader.

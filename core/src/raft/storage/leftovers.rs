@@ -10,18 +10,32 @@
 
 use super::RaftStorageError;
 use crate::disk::{Disk, DiskErrorKind};
+use std::any::Any;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Leftovers {
     /// Per directory, in the order to handle them: the files to remove, oldest first; the
     /// directory is synced once its files are gone.
     dirs: Vec<(PathBuf, Vec<PathBuf>)>,
+    /// Memory to free wherever the leftovers are dropped: compacted log entries and segment
+    /// bookkeeping, which took tens of milliseconds to free on the node's thread.
+    garbage: Vec<Box<dyn Any + Send>>,
 }
 
 impl Leftovers {
     pub fn is_empty(&self) -> bool {
-        self.dirs.iter().all(|(_, files)| files.is_empty())
+        self.garbage.is_empty() && self.dirs.iter().all(|(_, files)| files.is_empty())
+    }
+
+    /// Frees the memory kept by `discard` now (on the thread that runs the cleanup).
+    pub fn free(&mut self) {
+        self.garbage.clear();
+    }
+
+    /// Keeps `value` until the leftovers are dropped or `free`d.
+    pub fn discard(&mut self, value: impl Any + Send) {
+        self.garbage.push(Box::new(value));
     }
 
     pub(super) fn add(&mut self, file: PathBuf, dir: &Path) {
@@ -32,6 +46,7 @@ impl Leftovers {
     }
 
     pub fn append(&mut self, other: Leftovers) {
+        self.garbage.extend(other.garbage);
         for (dir, files) in other.dirs {
             for file in files {
                 self.add(file, &dir);

@@ -498,6 +498,7 @@ impl<D: Disk> RaftStorage<D> {
         while self.segments.len() > 1 && self.segments[0].next_index() <= index + 1 {
             let segment = self.segments.remove(0);
             leftovers.add(segment.path.clone(), &self.log_dir);
+            leftovers.discard(segment);
         }
         leftovers
     }
