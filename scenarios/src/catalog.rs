@@ -137,24 +137,12 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "parallel-restore",
         about: "eight streams per node restored job by job in a seeded order after each crash, with crashes and disk errors in the middle of the restore",
-        kind: Kind::Cluster(|seed| Swarm {
-            replicas: vec![3; 8],
-            crash_per_min: 12,
-            publish_per_sec: 20,
-            parallel_restore: true,
-            restore_fault_ppm: 100_000,
-            ..Swarm::from_seed(seed)
-        }),
+        kind: Kind::Cluster(|seed| Swarm { parallel_restore: true, restore_fault_ppm: 100_000, ..many_streams(seed) }),
     },
     Scenario {
         name: "many-streams",
         about: "eight streams on every node, crashed and restarted, so each restart recovers them all",
-        kind: Kind::Cluster(|seed| Swarm {
-            replicas: vec![3; 8],
-            crash_per_min: 12,
-            publish_per_sec: 20,
-            ..Swarm::from_seed(seed)
-        }),
+        kind: Kind::Cluster(many_streams),
     },
     Scenario {
         name: "network-chaos",
@@ -192,4 +180,9 @@ pub fn for_seed(seed: u64) -> &'static Scenario {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     &SCENARIOS[(z % SCENARIOS.len() as u64) as usize]
+}
+
+/// Eight R3 streams on every node, crashed often: each restart recovers them all.
+fn many_streams(seed: u64) -> Swarm {
+    Swarm { replicas: vec![3; 8], crash_per_min: 12, publish_per_sec: 20, ..Swarm::from_seed(seed) }
 }

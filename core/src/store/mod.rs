@@ -739,16 +739,8 @@ impl<D: Disk> FileStore<D> {
     /// block names and the removals durable. `dir_dirty` clears only when that sync succeeds,
     /// so a failure leaves `has_unsynced_writes` true.
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_all_pending()?;
         let total = self.removals.len() + self.blocks.len();
-        for at in 0..total {
-            let block = if at < self.removals.len() {
-                &mut self.removals[at]
-            } else {
-                &mut self.blocks[at - self.removals.len()]
-            };
-            let written = block.write_pending();
-            self.check_append(written)?;
-        }
         for at in 0..total {
             let block = if at < self.removals.len() {
                 &mut self.removals[at]
@@ -782,6 +774,19 @@ impl<D: Disk> FileStore<D> {
             self.dir_dirty = false;
         }
         Ok(())
+    }
+
+    /// Writes every block's buffered records to its file (blocks awaiting removal first, in
+    /// index order).
+    fn write_all_pending(&mut self) -> Result<(), StoreError> {
+        let mut written = Ok(());
+        for block in self.removals.iter_mut().chain(self.blocks.iter_mut()) {
+            written = block.write_pending();
+            if written.is_err() {
+                break;
+            }
+        }
+        self.check_append(written)
     }
 
     fn write_state_file(&mut self) -> Result<(), StoreError> {

@@ -83,16 +83,7 @@ impl<D: Disk> FileStore<D> {
     /// them durable. Nothing is durable until the plan runs and `finish_sync` takes it back.
     pub fn begin_sync(&mut self) -> Result<SyncPlan<D>, StoreError> {
         self.check_writable()?;
-        let total = self.removals.len() + self.blocks.len();
-        for at in 0..total {
-            let block = if at < self.removals.len() {
-                &mut self.removals[at]
-            } else {
-                &mut self.blocks[at - self.removals.len()]
-            };
-            let written = block.write_pending();
-            self.check_append(written)?;
-        }
+        self.write_all_pending()?;
         let files = (self.removals.iter().chain(self.blocks.iter()))
             .filter(|b| b.dirty)
             .map(|b| (b.index, b.path.clone(), Arc::clone(&b.file), b.end_bytes))
