@@ -28,7 +28,14 @@ pub fn start(name: &str) -> Result<Worker, String> {
         .name(format!("sluice-checkpoint-{name}"))
         .spawn(move || {
             for mut work in jobs {
-                work.run();
+                // A panic here is a bug in core; without this thread the node could never
+                // checkpoint again (its work would never come back), so stop the process,
+                // as a crash would: what the work wrote is safe to find after a restart.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run()));
+                if ran.is_err() {
+                    tracing::error!(group = work.group(), "checkpoint work panicked; stopping the process");
+                    std::process::abort();
+                }
                 if done_tx.blocking_send(work).is_err() {
                     return;
                 }

@@ -222,3 +222,34 @@ fn a_truncation_during_a_background_sync_leaves_the_blocks_dirty() {
     assert_eq!(store.get(7).unwrap().unwrap().payload, payload(107));
     assert_eq!(store.get(6).unwrap().unwrap().payload, payload(6));
 }
+
+/// Both threads fsync one file (the store's and the plan's): what the plan made durable
+/// survives a later failed fsync on the store's thread (which cuts back only to the durable
+/// end either reached), and a failure the plan saw fails the store's next fsync too, rather
+/// than being reported once and then forgotten (fsyncgate across threads).
+#[test]
+fn a_background_sync_and_the_stores_own_fsyncs_share_what_they_learn() {
+    let fs = FaultFs::new(10);
+    let mut store = filled(&fs, SyncPolicy::OnSnapshot, 10);
+    let mut plan = store.begin_sync().unwrap();
+    plan.run().unwrap();
+    for i in 11..=12 {
+        assert_eq!(store.append(&msg(&payload(i))).unwrap(), i);
+    }
+    fs.set_config(FaultConfig { fsync_eio_ppm: 1_000_000, ..FaultConfig::none() });
+    assert!(store.sync().is_err(), "the store's own fsync fails");
+    fs.set_config(FaultConfig::none());
+    assert!(store.finish_sync(plan).is_err(), "a store that failed meanwhile backs no snapshot");
+    drop(store);
+    let (store, report) = FileStore::open(fs.clone(), Path::new("s"), config(SyncPolicy::OnSnapshot)).unwrap();
+    assert!(store.state().last_seq >= 10, "the plan's durable records were not cut: {report:?}");
+    drop(store);
+
+    let fs = FaultFs::new(11);
+    let mut store = filled(&fs, SyncPolicy::OnSnapshot, 10);
+    let mut plan = store.begin_sync().unwrap();
+    fs.set_config(FaultConfig { fsync_eio_ppm: 1_000_000, ..FaultConfig::none() });
+    assert!(plan.run().is_err());
+    fs.set_config(FaultConfig::none());
+    assert!(store.sync().is_err(), "the device works again, but the failure the plan saw is not forgotten");
+}

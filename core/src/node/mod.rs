@@ -417,7 +417,7 @@ impl<D: Disk> Node<D> {
         for id in ids {
             let g = self.streams.get_mut(&id).expect("listed");
             if let Some(work) = g.tick(now, wall_ns, &self.cfg, &mut self.outbox) {
-                assert!(self.work.len() < WORK_QUEUE_MAX, "one queued checkpoint per group");
+                assert!(self.work.len() < WORK_QUEUE_MAX, "a checkpoint and a cleanup per open group at most");
                 self.work.push_back((id, self.incarnations[&id], WorkItem::Checkpoint(work)));
             }
             g.pump(now, &mut self.outbox);
@@ -429,16 +429,12 @@ impl<D: Disk> Node<D> {
         self.reconcile(now);
     }
 
-    /// Runs one piece of background work here and now (inline mode); `false` if there was
-    /// none. Files a checkpoint made unnecessary are removed at once.
+    /// Runs one piece of background work here and now (inline mode); `false` if none could
+    /// go. Files a checkpoint made unnecessary are removed at once.
     pub fn run_work(&mut self, now: MonoTime) -> bool {
-        if self.work.is_empty() {
-            return false;
-        }
-        if let Some(mut work) = self.take_work(now) {
-            work.run();
-            self.finish(now, work, false);
-        }
+        let Some(mut work) = self.take_work(now) else { return false };
+        work.run();
+        self.finish(now, work, false);
         true
     }
 
@@ -767,6 +763,9 @@ impl<D: Disk> Node<D> {
             }
             if let Err(e) = g.machine.sync() {
                 failed.push((g.name().to_string(), e.to_string()));
+                // The store latched: stop the replica now (the next tick closes and reopens
+                // it), so no checkpoint out on another thread is adopted over it.
+                g.fail(format!("store sync: {e}"));
             }
         }
         failed
@@ -836,6 +835,9 @@ impl<D: Disk> Node<D> {
     /// the next `run_work`.
     pub fn force_snapshot(&mut self, now: MonoTime, name: &str) -> Result<(), ClientError> {
         let id = self.local_group(name)?;
+        if self.work.len() >= WORK_QUEUE_MAX {
+            return Err(ClientError::Busy);
+        }
         let g = self.streams.get_mut(&id).expect("local group");
         let work = g.force_checkpoint(now).map_err(|e| ClientError::Unavailable { reason: e })?;
         self.work.push_back((id, self.incarnations[&id], WorkItem::Checkpoint(work)));
@@ -1012,6 +1014,9 @@ impl<D: Disk> Node<D> {
     fn close_stream(&mut self, id: GroupId, now: MonoTime, reopen: bool) {
         let Some(mut g) = self.streams.remove(&id) else { return };
         self.incarnations.remove(&id);
+        // Queued work of this incarnation would be dropped when reached; drop it now, so the
+        // queue stays within a checkpoint and a cleanup per open group.
+        self.work.retain(|(queued, _, _)| *queued != id);
         for request in g.pending.take_all() {
             g.replies.push_back((request, Reply::Failed(ClientError::OutcomeUnknown)));
         }

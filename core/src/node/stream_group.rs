@@ -199,7 +199,7 @@ impl<D: Disk> StreamGroup<D> {
         self.group.raft.set_campaign_allowed(allowed);
     }
 
-    fn fail(&mut self, why: String) {
+    pub(super) fn fail(&mut self, why: String) {
         if self.failed.is_none() {
             tracing::error!(stream = %self.def.config.name, group = self.def.group, %why, "stream replica stops");
             self.failed = Some(why);

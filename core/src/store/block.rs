@@ -9,6 +9,7 @@ use super::StoreError;
 use crate::disk::DiskFile;
 use crate::format::block::BLOCK_HEADER_BYTES;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Where one message record lives in its block.
@@ -90,7 +91,7 @@ pub(crate) struct Block<F> {
     pub index: u32,
     pub path: PathBuf,
     /// Shared with a background sync (`SyncPlan`), which fsyncs while appends go on.
-    pub file: Arc<F>,
+    pub file: Arc<SharedFile<F>>,
     /// From the block header: the stream's next sequence when this block was created.
     pub first_seq: u64,
     /// Offset just past the last valid record; appends go here.
@@ -129,7 +130,7 @@ impl<F: DiskFile> Block<F> {
         Block {
             index,
             path,
-            file: Arc::new(file),
+            file: Arc::new(SharedFile::new(file)),
             first_seq,
             end_bytes: BLOCK_HEADER_BYTES as u64,
             written_bytes: BLOCK_HEADER_BYTES as u64,
@@ -200,8 +201,17 @@ impl<F: DiskFile> Block<F> {
         self.end_bytes = offset;
         self.written_bytes = offset;
         self.synced_bytes = self.synced_bytes.min(offset);
+        self.file.durable_bytes.fetch_min(offset, Ordering::AcqRel);
         self.dirty = true;
         self.file.set_len(offset).map_err(|e| StoreError::disk(&self.path, Some(offset), e))
+    }
+
+    /// After a failed fsync: cuts the file back to what is known durable, by this thread's
+    /// syncs or a background one's. Best effort: if even this fails the device is failing and
+    /// nothing written after it can be acknowledged either (the store latches).
+    pub fn cut_to_durable(&self) {
+        let keep = self.synced_bytes.max(self.file.durable_bytes.load(Ordering::Acquire)).min(self.end_bytes);
+        let _ = self.file.set_len(keep);
     }
 
     /// Reads `buf.len()` bytes at `offset`, from the buffer if they are not written yet.
@@ -243,10 +253,8 @@ impl<F: DiskFile> Block<F> {
     pub fn sync(&mut self) -> Result<(), StoreError> {
         assert!(self.pending.is_empty(), "write the buffer before syncing");
         if self.dirty {
-            if let Err(e) = sync_data(&*self.file) {
-                // Best effort: if even this fails the device is failing and nothing written
-                // after it can be acknowledged either (the store latches).
-                let _ = self.file.set_len(self.synced_bytes);
+            if let Err(e) = sync_data(&self.file, &self.path, self.end_bytes) {
+                self.cut_to_durable();
                 return Err(StoreError::disk(&self.path, None, e));
             }
             self.synced_bytes = self.end_bytes;
@@ -265,11 +273,50 @@ pub(crate) enum AppendError {
     Unknown(StoreError),
 }
 
-/// One `sync_data` of a block file; the only place blocks are fsynced.
-pub(crate) fn sync_data<F: DiskFile>(file: &F) -> Result<(), crate::disk::DiskError> {
-    let result = file.sync_data();
+/// A block's file handle, shared by the store and a background sync (`SyncPlan`). Both may
+/// fsync it, so what either learns is kept here where both see it: how far the file is known
+/// durable, and whether an fsync of it ever failed. Linux reports a failed write-back once
+/// per open file: the second thread to fsync would be told all is well about pages that are
+/// gone (fsyncgate), so after one failure every later fsync of the file fails too.
+pub(crate) struct SharedFile<F> {
+    file: F,
+    durable_bytes: AtomicU64,
+    poisoned: AtomicBool,
+}
+
+impl<F> SharedFile<F> {
+    fn new(file: F) -> SharedFile<F> {
+        SharedFile { file, durable_bytes: AtomicU64::new(0), poisoned: AtomicBool::new(false) }
+    }
+}
+
+impl<F> std::ops::Deref for SharedFile<F> {
+    type Target = F;
+    fn deref(&self) -> &F {
+        &self.file
+    }
+}
+
+/// One `sync_data` of a block file, known to hold `end_bytes`; the only place blocks are
+/// fsynced (by the store and by background syncs alike).
+pub(crate) fn sync_data<F: DiskFile>(
+    shared: &SharedFile<F>,
+    path: &std::path::Path,
+    end_bytes: u64,
+) -> Result<(), crate::disk::DiskError> {
+    if shared.poisoned.load(Ordering::Acquire) {
+        let why = "an earlier fsync of this file failed; its unsynced pages may be gone";
+        return Err(crate::disk::DiskError::new(crate::disk::DiskErrorKind::Io, "sync_data", path, why));
+    }
+    let mut result = shared.file.sync_data();
     if result.is_err() && crate::bugs::active(crate::bugs::Bug::FsyncFailureBelieved) {
-        return file.sync_data(); // planted: the retry "succeeds" without the dropped pages
+        result = shared.file.sync_data(); // planted: the retry "succeeds" without the dropped pages
+    }
+    match &result {
+        Ok(()) => {
+            shared.durable_bytes.fetch_max(end_bytes, Ordering::AcqRel);
+        }
+        Err(_) => shared.poisoned.store(true, Ordering::Release),
     }
     result
 }

@@ -302,7 +302,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         block.dirty = rewrite_from.is_some();
         let msgs = &mut block.msgs;
         let outcome =
-            scan_records(&*block.file, &block.path, BLOCK_HEADER_BYTES as u64, rewrite_from, |offset, record| {
+            scan_records(&**block.file, &block.path, BLOCK_HEADER_BYTES as u64, rewrite_from, |offset, record| {
                 match record.kind {
                     RecordKind::Message | RecordKind::Skip if record.seq != *next => {
                         ControlFlow::Break(CutReason::SequenceGap { expected_seq: *next, found_seq: record.seq })
@@ -364,7 +364,7 @@ pub(crate) fn recover<D: Disk>(disk: &D, dir: &Path, repair: bool) -> Result<Rec
         let first_dropped = match at {
             CutAt::Within { position } => {
                 let block = blocks.last().expect("the cut block is the last kept");
-                match observe_past(&*block.file, &block.path, cut.offset) {
+                match observe_past(&**block.file, &block.path, cut.offset) {
                     Ok(max) => walk.observed_max = walk.observed_max.max(max),
                     Err(error) => report.unread_past_cut.push(error.to_string()),
                 }

@@ -14,21 +14,28 @@
 //! * blocks waiting for removal are removed only if they were in the plan: their compact
 //!   record was written before `begin_sync`, so the plan made it durable;
 //! * a failed fsync latches the store exactly as an inline `sync` does, and cuts that block
-//!   back to its last durable end (the fsyncgate rule of `Block::sync`);
+//!   back to its last durable end (the fsyncgate rule of `Block::sync`); both threads fsync
+//!   through one `SharedFile`, which remembers the durable end either reached and poisons the
+//!   file after any failure, so neither is told a later fsync succeeded;
+//! * `finish_sync` of a store that failed meanwhile is an error: the snapshot must not count
+//!   on it;
 //! * the state file is not written: it stays stale (behind, never ahead), and the next inline
 //!   `sync` or `close` writes it. Recovery scans forward from an older mark.
 
-use super::block::sync_data;
+use super::block::{sync_data, SharedFile};
 use super::{FileStore, StoreError};
-use crate::disk::{Disk, DiskErrorKind, DiskFile};
+use crate::disk::{Disk, DiskErrorKind};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// One dirty block: its index, path, shared handle, and the end `begin_sync` saw.
+type PlannedFile<F> = (u32, PathBuf, Arc<SharedFile<F>>, u64);
 
 /// The durable half of a sync, detached from the store: `Send`, so it can run on a worker.
 pub struct SyncPlan<D: Disk> {
     disk: D,
-    /// Dirty blocks (index, path, handle, end seen by `begin_sync`), in index order.
-    files: Vec<(u32, PathBuf, Arc<D::File>, u64)>,
+    /// Dirty blocks, in index order.
+    files: Vec<PlannedFile<D::File>>,
     /// Blocks already waiting for removal: their compact record was written before the plan.
     removals: Vec<u32>,
     /// The store directory, if it needed a sync.
@@ -60,8 +67,8 @@ impl<D: Disk> SyncPlan<D> {
     pub fn run(&mut self) -> Result<(), StoreError> {
         assert!(!self.ran, "a sync plan runs once");
         self.ran = true;
-        for (_, path, file, _) in &self.files {
-            if let Err(e) = sync_data(&**file) {
+        for (_, path, file, end_bytes) in &self.files {
+            if let Err(e) = sync_data(file, path, *end_bytes) {
                 let error = StoreError::disk(path, None, e);
                 self.failed = Some((path.clone(), error.clone()));
                 return Err(error);
@@ -113,12 +120,16 @@ impl<D: Disk> FileStore<D> {
         if let Some((path, error)) = plan.failed {
             if unchanged {
                 if let Some(block) = self.blocks.iter().chain(self.removals.iter()).find(|b| b.path == path) {
-                    let _ = block.file.set_len(block.synced_bytes); // best effort, as in `Block::sync`
+                    block.cut_to_durable(); // as `Block::sync` does
                 }
             }
             return Err(self.fail(error));
         }
-        if self.failed.is_some() || !unchanged {
+        // A store that failed meanwhile (an fsync on this thread) may have cut what the plan
+        // made durable, or lost pages the plan was told were written: no snapshot may count
+        // on it.
+        self.check_writable()?;
+        if !unchanged {
             return Ok(()); // the data the plan covered is durable; the bookkeeping stays dirty
         }
         for (index, _, _, end) in &plan.files {

@@ -120,7 +120,7 @@ impl<D: Disk> FileStore<D> {
                 Some((_, entry)) if position == at => u64::from(entry.offset) + u64::from(entry.len),
                 _ => BLOCK_HEADER_BYTES as u64,
             };
-            let outcome = scan_records::<_, ()>(&*block.file, &block.path, start, None, |offset, record| {
+            let outcome = scan_records::<_, ()>(&**block.file, &block.path, start, None, |offset, record| {
                 if cut.is_none() {
                     let past = match record.kind {
                         RecordKind::Message => record.seq > seq,
