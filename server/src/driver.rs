@@ -234,36 +234,38 @@ impl Driver {
     /// Inline mode runs queued checkpoints here; background mode hands their I/O to the
     /// checkpoint thread, up to `WORK_IN_FLIGHT_MAX` at once.
     fn start_work(&mut self) {
-        let Some(worker) = &self.worker else {
+        if self.worker.is_none() {
             // `Node::run_work`, spelt out so each half reads the clock (the checkpoint's log
             // line reports how long its I/O took).
             loop {
                 let started = self.clock.now();
-                let Some(mut work) = self.node.take_work(started) else { return };
-                work.run();
-                let group = work.group();
-                self.node.finish_work(self.clock.now(), work);
-                node_thread_time(group, "inline", started, self.clock.now());
+                let Some(work) = self.node.take_work(started) else { return };
+                self.run_inline(work, started);
             }
-        };
+        }
         while self.work_out < WORK_IN_FLIGHT_MAX {
             let started = self.clock.now();
             let Some(work) = self.node.take_work(started) else { return };
             node_thread_time(work.group(), "take", started, self.clock.now());
+            let worker = self.worker.as_ref().expect("background mode");
             match worker.to_worker.try_send(work) {
                 Ok(()) => self.work_out += 1,
                 // Cannot happen while `work_out` bounds it; if the thread died, finish the
                 // work here rather than lose its replica's checkpoint.
-                Err(
-                    std::sync::mpsc::TrySendError::Full(mut work)
-                    | std::sync::mpsc::TrySendError::Disconnected(mut work),
-                ) => {
+                Err(std::sync::mpsc::TrySendError::Full(work) | std::sync::mpsc::TrySendError::Disconnected(work)) => {
                     tracing::error!(group = work.group(), "checkpoint thread unavailable; running inline");
-                    work.run();
-                    self.node.finish_work(self.clock.now(), work);
+                    self.run_inline(work, started);
                 }
             }
         }
+    }
+
+    /// Runs taken work here, between turns, and takes it back (`started`: when it was taken).
+    fn run_inline(&mut self, mut work: Work<OsDisk>, started: MonoTime) {
+        work.run();
+        let group = work.group();
+        self.node.finish_work(self.clock.now(), work);
+        node_thread_time(group, "inline", started, self.clock.now());
     }
 
     fn wall_ns(&self) -> i64 {

@@ -51,7 +51,7 @@ pub use config::{NodeConfig, SnapshotPolicy, CATCHUP_CHUNK_REQUEST_BYTES_MAX};
 pub use frame::{CatchupBody, CatchupFrame, KIND_CATCHUP_CHUNK, KIND_CATCHUP_REQUEST, KIND_CATCHUP_UNAVAILABLE};
 pub use group::GroupRecovery;
 pub use meta::{MetaEntry, MetaOutcome, MetaState, StreamDef};
-pub use restore::{RestoreJob, RestoreServices, Restoring};
+pub use restore::{RestoreJob, Restoring};
 pub use stream_group::GroupStats;
 
 use crate::disk::Disk;
@@ -289,12 +289,7 @@ impl<D: Disk> Node<D> {
     /// stream replica placed on this node, one after another on this thread. `begin_open`
     /// is the same with the replicas restored in parallel.
     pub fn open(disk: D, cfg: NodeConfig, now: MonoTime) -> Result<Node<D>, String> {
-        let mut restoring = Node::begin_open(disk, cfg, now, Box::new(move || now))?;
-        let mut jobs = restoring.take_jobs();
-        for job in &mut jobs {
-            job.run();
-        }
-        Ok(restoring.finish(now, jobs))
+        Ok(Node::begin_open(disk, cfg, now, Box::new(move || now))?.finish_here(now))
     }
 
     /// Recovers the meta group, starts the services stream restores share, and hands back
@@ -518,11 +513,6 @@ impl<D: Disk> Node<D> {
     /// Work queued, not counting work handed out by `take_work`.
     pub fn pending_work(&self) -> usize {
         self.work.len()
-    }
-
-    /// Work handed out by `take_work` and not yet finished.
-    pub fn work_out(&self) -> usize {
-        self.work_out.len()
     }
 
     // ----- outputs --------------------------------------------------------------------

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 /// Services every restore job uses. Today one: the clock each job times itself with (the
 /// per-stream log line says how long its restore took).
-pub struct RestoreServices {
+struct RestoreServices {
     clock: Box<dyn Fn() -> MonoTime + Send + Sync>,
     running: AtomicBool,
 }
@@ -47,7 +47,7 @@ impl RestoreServices {
 
     /// The time, for a job. Reading it before the node started it is the bug NATS #7503
     /// fixed; here it is a panic, so the simulator names it.
-    pub fn now(&self) -> MonoTime {
+    fn now(&self) -> MonoTime {
         assert!(self.running.load(Ordering::Acquire), "restore clock read before it was started (NATS #7503)");
         (self.clock)()
     }
@@ -64,9 +64,9 @@ enum Task {
 }
 
 /// What one stream's restore found.
-pub(super) struct Restored<D: Disk> {
-    pub result: Result<(StreamGroup<D>, GroupRecovery), String>,
-    pub took: Duration,
+struct Restored<D: Disk> {
+    result: Result<(StreamGroup<D>, GroupRecovery), String>,
+    took: Duration,
 }
 
 /// One unit of startup work: restore one stream replica (open its Raft log and store, which
@@ -84,14 +84,6 @@ pub struct RestoreJob<D: Disk> {
 }
 
 impl<D: Disk> RestoreJob<D> {
-    /// The stream this job restores (`None` for the planted bug's service start).
-    pub fn stream(&self) -> Option<&str> {
-        match &self.task {
-            Task::Stream { def, .. } => Some(&def.config.name),
-            Task::StartServices => None,
-        }
-    }
-
     /// Restores the replica. Runs once; touches only the disk.
     pub fn run(&mut self) {
         assert!(!self.ran, "a restore job runs once");
@@ -159,9 +151,13 @@ impl<D: Disk> Restoring<D> {
         std::mem::take(&mut self.jobs)
     }
 
-    /// Jobs `take_jobs` will hand out.
-    pub fn job_count(&self) -> usize {
-        self.jobs.len()
+    /// Runs every job on this thread, in group order, and finishes.
+    pub fn finish_here(mut self, now: MonoTime) -> Node<D> {
+        let mut jobs = self.take_jobs();
+        for job in &mut jobs {
+            job.run();
+        }
+        self.finish(now, jobs)
     }
 
     /// Adopts every job's result (in group order, whatever order they ran in) and returns

@@ -48,20 +48,6 @@ pub struct SyncPlan<D: Disk> {
 }
 
 impl<D: Disk> SyncPlan<D> {
-    /// A plan that syncs nothing (what a planted "skip the store sync" bug hands out).
-    pub fn empty(disk: D) -> SyncPlan<D> {
-        SyncPlan {
-            disk,
-            files: Vec::new(),
-            removals: Vec::new(),
-            dir: None,
-            cuts: 0,
-            dir_changes: 0,
-            failed: None,
-            ran: false,
-        }
-    }
-
     /// Makes durable what `begin_sync` captured: the blocks in index order, then the
     /// directory. Stops at the first failure. Touches only the disk, never the store.
     pub fn run(&mut self) -> Result<(), StoreError> {

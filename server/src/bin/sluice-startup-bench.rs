@@ -164,12 +164,12 @@ fn remove_state_files(root: &Path) {
 
 /// Drops the page cache; `false` if the kernel refused (not root, or a container).
 fn drop_caches() -> bool {
-    unsafe_sync();
+    flush_dirty_pages();
     std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
 }
 
 /// `sync(1)`: dirty pages out first, so dropping the cache drops them all.
-fn unsafe_sync() {
+fn flush_dirty_pages() {
     let _ = std::process::Command::new("sync").status();
 }
 

@@ -262,22 +262,22 @@ impl World {
         let now = self.now(i);
         let clock = self.clocks[i].clone();
         match Node::begin_open(self.disks[i].clone(), cfg, now, Box::new(move || clock.now())) {
+            Ok(restoring) if !self.spec.swarm.parallel_restore => {
+                let node = restoring.finish_here(now);
+                self.started(i, node);
+                Ok(())
+            }
             Ok(mut restoring) => {
                 let mut pending = restoring.take_jobs();
-                if self.spec.swarm.parallel_restore {
-                    pending.shuffle(&mut self.rng);
-                    if self.faults_on && !pending.is_empty() {
-                        self.log("restore-begin", format_args!("\"node\":{},\"jobs\":{}", i + 1, pending.len()));
-                        self.down_until[i] = None;
-                        self.starting[i] = Some(Starting { restoring, pending, done: Vec::new() });
-                        return Ok(());
-                    }
+                pending.shuffle(&mut self.rng);
+                let jobs = pending.len();
+                self.starting[i] = Some(Starting { restoring, pending, done: Vec::new() });
+                if self.faults_on && jobs > 0 {
+                    self.log("restore-begin", format_args!("\"node\":{},\"jobs\":{jobs}", i + 1));
+                    self.down_until[i] = None;
+                } else {
+                    self.complete_restore(i);
                 }
-                for job in &mut pending {
-                    job.run();
-                }
-                let node = restoring.finish(now, pending);
-                self.started(i, node);
                 Ok(())
             }
             // An injected disk error may stop an open; try again later.

@@ -382,7 +382,7 @@ impl<D: Disk> RaftStorage<D> {
     /// back (`last_index` at or above the current snapshot's), must describe entries this
     /// log has (`last_index <= last_index()`), and must carry the log's term at its index.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), RaftStorageError> {
-        self.prepare_snapshot(snap)?;
+        self.check_save(snap)?;
         let result = self.write_snapshot(snap);
         self.latch(result)
     }
@@ -391,6 +391,12 @@ impl<D: Disk> RaftStorage<D> {
     /// thread (`SnapshotWrite::run`) and then `adopt_snapshot` here. The log and any other
     /// snapshot may change meanwhile: the write touches only its own file name.
     pub fn prepare_snapshot(&self, snap: &Snapshot) -> Result<SnapshotWrite<D>, RaftStorageError> {
+        self.check_save(snap)?;
+        Ok(SnapshotWrite::new(self.disk.clone(), self.dir.clone(), snap))
+    }
+
+    /// What `save_snapshot` requires of `snap` (see there).
+    fn check_save(&self, snap: &Snapshot) -> Result<(), RaftStorageError> {
         self.usable()?;
         let index = snap.meta.last_index;
         assert!(index >= self.snapshot_index(), "snapshot at {index} is older than the saved one");
@@ -401,8 +407,7 @@ impl<D: Disk> RaftStorage<D> {
             "snapshot term {} at {index}, the log says {term:?}",
             snap.meta.last_term
         );
-        self.check_snapshot(snap)?;
-        Ok(SnapshotWrite::new(self.disk.clone(), self.dir.clone(), snap))
+        self.check_snapshot(snap)
     }
 
     /// Makes a snapshot written by `SnapshotWrite::run` the saved one. Must not be older than

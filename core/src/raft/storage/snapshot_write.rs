@@ -24,10 +24,6 @@ impl<D: Disk> SnapshotWrite<D> {
         SnapshotWrite { disk, dir, meta: snap.meta.clone(), bytes: encode_snapshot(snap), result: None }
     }
 
-    pub fn index(&self) -> u64 {
-        self.meta.last_index
-    }
-
     /// Writes the file durably. Runs once.
     pub fn run(&mut self) -> Result<(), RaftStorageError> {
         assert!(self.result.is_none(), "a snapshot write runs once");
