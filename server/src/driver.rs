@@ -24,7 +24,7 @@
 
 use crate::checkpoint::{Worker, WORK_IN_FLIGHT_MAX};
 use crate::cluster::{Inbound, Links, Tag};
-use crate::ops::{self, ErrorCode, Op, OpResult, StreamView};
+use crate::ops::{self, ConsumerOp, ConsumerView, DeliveredMsg, ErrorCode, Op, OpResult, StreamView};
 use sluice_core::env::{Clock, MonoTime, NodeId};
 use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef, Work};
 use sluice_core::os::{OsClock, OsDisk};
@@ -40,6 +40,8 @@ const EVENTS_PER_TURN: usize = 1024;
 const TICK: Duration = Duration::from_millis(10);
 /// Requests parked waiting for a leader, at most.
 const PARKED_MAX: usize = 16 * 1024;
+/// Pulls waiting on this node (the consumer's leader) for a message, at most.
+const PULLS_MAX: usize = 16 * 1024;
 /// Requests forwarded to peers and not yet answered, at most.
 const FORWARDED_MAX: usize = 64 * 1024;
 /// The bound on the node's event queue (client requests and peer frames).
@@ -70,10 +72,24 @@ enum ReplyTo {
     Peer { node: NodeId, request: u64 },
 }
 
-/// Who a node request's reply goes to; for a create, the stream's name.
+/// Who a node request's reply goes to; for a create, the stream's name; for a consumer
+/// create, the consumer's stream.
 struct Waiter {
     to: ReplyTo,
     created: Option<String>,
+    consumer_of: Option<String>,
+}
+
+/// A pull that found nothing to deliver: it waits here, on the consumer's leader, until the
+/// consumer has something (`Node::consumer_has_work`) or its wait runs out. Nothing is
+/// proposed meanwhile, so an idle consumer writes nothing to the log.
+struct WaitingPull {
+    stream: String,
+    name: String,
+    op: Op,
+    hops: u8,
+    to: ReplyTo,
+    deadline: MonoTime,
 }
 
 struct Parked {
@@ -92,6 +108,7 @@ pub struct Driver {
     request_timeout: Duration,
     waiting: BTreeMap<RequestId, Waiter>,
     parked: VecDeque<Parked>,
+    pulls: VecDeque<WaitingPull>,
     /// Forwarded requests: who to answer, by when, and for a create the stream's name.
     forwarded: BTreeMap<u64, (ReplyTo, MonoTime, Option<String>)>,
     /// Creates that succeeded elsewhere, answered once this node's meta state has the stream
@@ -127,6 +144,7 @@ impl Driver {
             request_timeout,
             waiting: BTreeMap::new(),
             parked: VecDeque::new(),
+            pulls: VecDeque::new(),
             forwarded: BTreeMap::new(),
             created_elsewhere: Vec::new(),
             next_forward: 1,
@@ -170,6 +188,9 @@ impl Driver {
                 }
             }
             let now = self.clock.now();
+            if !self.pulls.is_empty() {
+                self.retry_pulls(now);
+            }
             if now >= next_tick {
                 self.node.tick(now, self.wall_ns());
                 self.retry_parked(now);
@@ -305,7 +326,18 @@ impl Driver {
             Step::Done(result) => self.answer(to, result),
             Step::Waiting(request) => {
                 let created = op.created_stream().map(str::to_string);
-                self.waiting.insert(request, Waiter { to, created });
+                let consumer_of = op.consumer_stream().map(str::to_string);
+                self.waiting.insert(request, Waiter { to, created, consumer_of });
+            }
+            Step::Pull { wait } => {
+                let Op::Consumer { stream, op: ConsumerOp::Next { name, .. } } = &op else {
+                    unreachable!("only pulls wait")
+                };
+                if self.pulls.len() >= PULLS_MAX {
+                    return self.answer(to, OpResult::error(ErrorCode::Unavailable, "too many waiting pulls; retry"));
+                }
+                let (stream, name) = (stream.clone(), name.clone());
+                self.pulls.push_back(WaitingPull { stream, name, op, hops, to, deadline: now + wait });
             }
             Step::Forward(node) if hops > 0 => self.forward(node, op, hops - 1, to),
             Step::Forward(node) => self
@@ -385,6 +417,7 @@ impl Driver {
                 // This replica's own view, leader or not.
                 self.read_here(name, *seq)
             }
+            Op::Consumer { stream, op } => self.consumer_op(stream, op, now),
             Op::StreamNames => match self.node.meta_leader() {
                 Some(l) if l != self.me => Step::Forward(l),
                 None => Step::Retry("no meta leader yet".into()),
@@ -393,6 +426,101 @@ impl Driver {
                     Step::Done(OpResult::Names(names))
                 }
             },
+        }
+    }
+
+    fn consumer_op(&mut self, stream: &str, op: &ConsumerOp, now: MonoTime) -> Step {
+        let Some(def) = self.def(stream) else {
+            return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+        };
+        // Reads and waits happen on the leader: it holds every applied ack and delivery.
+        match self.node.stream_info(stream) {
+            Ok(info) if info.role == Role::Leader => {}
+            Ok(info) => match info.leader {
+                Some(l) if l != self.me => return Step::Forward(l),
+                _ => return Step::Retry("the stream has no leader yet".into()),
+            },
+            Err(e) => return self.stream_error(e),
+        }
+        let wall = self.wall_ns();
+        let result = match op {
+            ConsumerOp::Create { config } => self.node.create_consumer(now, wall, stream, config.clone()),
+            ConsumerOp::Delete { name } => {
+                if let Some(step) = self.require_consumer(stream, name) {
+                    return step;
+                }
+                self.node.delete_consumer(now, stream, name)
+            }
+            ConsumerOp::Info { name } => {
+                return match self.consumer_view(&def, name) {
+                    Some(view) => Step::Done(OpResult::Consumer(Box::new(view))),
+                    None => Step::Done(OpResult::error(ErrorCode::NoSuchConsumer, "consumer not found")),
+                };
+            }
+            ConsumerOp::Names => {
+                return match self.node.consumer_names(stream) {
+                    Ok(names) => Step::Done(OpResult::Names(names)),
+                    Err(e) => self.stream_error(e),
+                };
+            }
+            ConsumerOp::Next { name, batch, max_bytes, wait_ms } => {
+                if let Some(step) = self.require_consumer(stream, name) {
+                    return step;
+                }
+                if *wait_ms > 0 && !self.node.consumer_has_work(stream, name, wall) {
+                    return Step::Pull { wait: Duration::from_millis(u64::from(*wait_ms)) };
+                }
+                self.node.consumer_next(now, wall, stream, name, *batch, *max_bytes)
+            }
+            ConsumerOp::Ack { name, seq, kind } => {
+                self.node.consumer_ack(now, wall, stream, name, *seq, (*kind).into())
+            }
+        };
+        match result {
+            Ok(r) => Step::Waiting(r),
+            Err(e) => self.stream_error(e),
+        }
+    }
+
+    fn require_consumer(&self, stream: &str, name: &str) -> Option<Step> {
+        match self.node.consumer_info(stream, name) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Step::Done(OpResult::error(ErrorCode::NoSuchConsumer, "consumer not found"))),
+            Err(e) => Some(self.stream_error(e)),
+        }
+    }
+
+    fn consumer_view(&self, def: &StreamDef, name: &str) -> Option<ConsumerView> {
+        let info = self.node.consumer_info(&def.config.name, name).ok().flatten()?;
+        let leader = self.node.stream_info(&def.config.name).ok().and_then(|i| i.leader);
+        Some(ConsumerView::new(&def.config.name, info, leader, def.peers.clone()))
+    }
+
+    /// Releases waiting pulls whose consumer now has something (one per consumer per turn:
+    /// the others would find nothing) and answers those whose wait ran out with nothing.
+    fn retry_pulls(&mut self, now: MonoTime) {
+        let mut released = std::collections::BTreeSet::new();
+        let wall = self.wall_ns();
+        for _ in 0..self.pulls.len() {
+            let p = self.pulls.pop_front().expect("counted");
+            if now >= p.deadline {
+                self.answer(p.to, OpResult::Delivered { msgs: Vec::new(), num_pending: 0 });
+                continue;
+            }
+            let key = (p.stream.clone(), p.name.clone());
+            let leader_here = self.node.stream_info(&p.stream).is_ok_and(|i| i.role == Role::Leader);
+            let ready = !leader_here || self.node.consumer_has_work(&p.stream, &p.name, wall);
+            if !ready || released.contains(&key) {
+                self.pulls.push_back(p);
+                continue;
+            }
+            released.insert(key);
+            // What is left of its wait goes with it, in case the pull finds nothing after all.
+            let mut op = p.op;
+            if let Op::Consumer { op: ConsumerOp::Next { wait_ms, .. }, .. } = &mut op {
+                *wait_ms = u32::try_from(p.deadline.saturating_since(now).as_millis()).unwrap_or(u32::MAX).max(1);
+            }
+            self.exec(op, p.hops, p.to, p.deadline);
         }
     }
 
@@ -535,7 +663,7 @@ impl Driver {
             self.links.send(to, Tag::Node, frame);
         }
         while let Some((request, reply)) = self.node.poll_reply() {
-            let Some(Waiter { to, created }) = self.waiting.remove(&request) else { continue };
+            let Some(Waiter { to, created, consumer_of }) = self.waiting.remove(&request) else { continue };
             let result = match reply {
                 Reply::Published { seq, duplicate } => OpResult::Published { seq, duplicate },
                 Reply::StreamDeleted { .. } => OpResult::Deleted,
@@ -543,6 +671,25 @@ impl Driver {
                     Some(def) => self.view(&def),
                     None => OpResult::error(ErrorCode::Unavailable, "created and deleted again"),
                 },
+                Reply::ConsumerCreated { name } => {
+                    match consumer_of.as_deref().and_then(|s| self.def(s)).and_then(|d| self.consumer_view(&d, &name)) {
+                        Some(view) => OpResult::Consumer(Box::new(view)),
+                        None => OpResult::error(ErrorCode::Unavailable, "consumer created and deleted again"),
+                    }
+                }
+                Reply::ConsumerDeleted { .. } => OpResult::Deleted,
+                Reply::Delivered { deliveries, num_pending } => OpResult::Delivered {
+                    msgs: deliveries
+                        .into_iter()
+                        .map(|d| DeliveredMsg {
+                            message: d.message,
+                            consumer_seq: d.consumer_seq,
+                            deliveries: d.deliveries,
+                        })
+                        .collect(),
+                    num_pending,
+                },
+                Reply::Acked { .. } => OpResult::Acked,
                 Reply::Rejected { reason } => OpResult::error(ErrorCode::Rejected, reason),
                 Reply::Failed(e) => client_error(e),
                 other => OpResult::error(ErrorCode::Unavailable, format!("unexpected reply {other:?}")),
@@ -566,6 +713,10 @@ impl Driver {
 enum Step {
     Done(OpResult),
     Waiting(RequestId),
+    /// A pull with nothing to deliver yet: wait on this node up to `wait`.
+    Pull {
+        wait: Duration,
+    },
     Forward(NodeId),
     Retry(String),
 }

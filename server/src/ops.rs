@@ -11,15 +11,19 @@
 //! op:     kind:u8, then  1 create: config_json:bytes replicas:u8 | 2 delete: name:bytes
 //!         3 publish: stream subject msg_id headers payload:bytes expected:u8 [seq:u64]
 //!         4 info: name | 5 get: name seq:u64 | 6 names | 7 direct get: name seq:u64
+//!         8 consumer: stream:bytes op_json:bytes (ConsumerOp)
 //! result: kind:u8, then  1 stream: view_json:bytes | 2 deleted | 3 published: seq:u64 dup:u8
 //!         4 message: seq:u64 ts:i64 subject headers payload:bytes | 5 names: n:u32 name*
-//!         6 error: code:u8 text:bytes
+//!         6 error: code:u8 text:bytes | 7 consumer: view_json:bytes
+//!         8 delivered: num_pending:u64 n:u32 (message consumer_seq:u64 deliveries:u32)*
+//!         9 acked
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use sluice_core::env::NodeId;
 use sluice_core::store::StoredMessage;
+use sluice_core::stream::consumer::{AckKind, ConsumerConfig, ConsumerInfo, NEXT_BATCH_MAX};
 use sluice_core::stream::StreamConfig;
 
 /// Hops a forwarded request may still take: a publish to a node that holds no replica goes
@@ -59,6 +63,102 @@ pub enum Op {
         seq: u64,
     },
     StreamNames,
+    Consumer {
+        stream: String,
+        op: ConsumerOp,
+    },
+}
+
+/// A consumer operation on a stream, run on the stream's leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerOp {
+    Create {
+        config: ConsumerConfig,
+    },
+    Delete {
+        name: String,
+    },
+    Info {
+        name: String,
+    },
+    Names,
+    /// Up to `batch` (at most `NEXT_BATCH_MAX`) messages; if none is due, the leader waits up
+    /// to `wait_ms` for one before it answers with none.
+    Next {
+        name: String,
+        batch: u32,
+        max_bytes: u32,
+        wait_ms: u32,
+    },
+    Ack {
+        name: String,
+        seq: u64,
+        kind: AckWire,
+    },
+}
+
+/// `AckKind` on the forward link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckWire {
+    Ack,
+    Nak { delay_ns: i64 },
+    Progress,
+    Term,
+}
+
+impl From<AckWire> for AckKind {
+    fn from(a: AckWire) -> AckKind {
+        match a {
+            AckWire::Ack => AckKind::Ack,
+            AckWire::Nak { delay_ns } => AckKind::Nak { delay_ns },
+            AckWire::Progress => AckKind::Progress,
+            AckWire::Term => AckKind::Term,
+        }
+    }
+}
+
+/// A consumer as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerView {
+    pub stream: String,
+    pub config: ConsumerConfig,
+    pub created_ns: i64,
+    pub delivered_stream_seq: u64,
+    pub delivered_consumer_seq: u64,
+    pub ack_floor_stream_seq: u64,
+    pub ack_floor_consumer_seq: u64,
+    pub num_ack_pending: u64,
+    pub num_redelivered: u64,
+    pub num_pending: u64,
+    pub leader: Option<NodeId>,
+    pub peers: Vec<NodeId>,
+}
+
+impl ConsumerView {
+    pub fn new(stream: &str, i: ConsumerInfo, leader: Option<NodeId>, peers: Vec<NodeId>) -> ConsumerView {
+        ConsumerView {
+            stream: stream.to_string(),
+            config: i.config,
+            created_ns: i.created_ns,
+            delivered_stream_seq: i.delivered_stream_seq,
+            delivered_consumer_seq: i.delivered_consumer_seq,
+            ack_floor_stream_seq: i.ack_floor_stream_seq,
+            ack_floor_consumer_seq: i.ack_floor_consumer_seq,
+            num_ack_pending: i.num_ack_pending,
+            num_redelivered: i.num_redelivered,
+            num_pending: i.num_pending,
+            leader,
+            peers,
+        }
+    }
+}
+
+/// One message a pull hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredMsg {
+    pub message: StoredMessage,
+    pub consumer_seq: u64,
+    pub deliveries: u32,
 }
 
 impl Op {
@@ -66,6 +166,14 @@ impl Op {
     pub fn created_stream(&self) -> Option<&str> {
         match self {
             Op::CreateStream { config, .. } => Some(&config.name),
+            _ => None,
+        }
+    }
+
+    /// The stream a consumer create is on: its answer shows the consumer as applied.
+    pub fn consumer_stream(&self) -> Option<&str> {
+        match self {
+            Op::Consumer { stream, op: ConsumerOp::Create { .. } } => Some(stream),
             _ => None,
         }
     }
@@ -98,23 +206,39 @@ pub enum ErrorCode {
     Unavailable = 5,
     /// A stream with that name exists with another configuration.
     NameInUse = 6,
+    NoSuchConsumer = 7,
 }
 
 impl ErrorCode {
     fn from_u8(b: u8) -> Option<ErrorCode> {
         use ErrorCode::*;
-        [NoSuchStream, NoSuchMessage, Rejected, BadRequest, Unavailable, NameInUse].into_iter().find(|c| *c as u8 == b)
+        [NoSuchStream, NoSuchMessage, Rejected, BadRequest, Unavailable, NameInUse, NoSuchConsumer]
+            .into_iter()
+            .find(|c| *c as u8 == b)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpResult {
     Stream(Box<StreamView>),
+    Consumer(Box<ConsumerView>),
+    /// A pull's messages and the stream messages left past the consumer's cursor.
+    Delivered {
+        msgs: Vec<DeliveredMsg>,
+        num_pending: u64,
+    },
+    Acked,
     Deleted,
-    Published { seq: u64, duplicate: bool },
+    Published {
+        seq: u64,
+        duplicate: bool,
+    },
     Message(StoredMessage),
     Names(Vec<String>),
-    Error { code: ErrorCode, text: String },
+    Error {
+        code: ErrorCode,
+        text: String,
+    },
 }
 
 impl OpResult {
@@ -172,8 +296,21 @@ pub fn encode_forward(request: u64, hops: u8, op: &Op) -> Bytes {
             put_bytes(&mut b, name.as_bytes());
             b.put_u64_le(*seq);
         }
+        Op::Consumer { stream, op } => {
+            b.put_u8(8);
+            put_bytes(&mut b, stream.as_bytes());
+            put_bytes(&mut b, &serde_json::to_vec(op).expect("a consumer op serializes"));
+        }
     }
     b.freeze()
+}
+
+fn put_message(b: &mut BytesMut, m: &StoredMessage) {
+    b.put_u64_le(m.seq);
+    b.put_i64_le(m.timestamp_ns);
+    for f in [&m.subject, &m.headers, &m.payload] {
+        put_bytes(b, f);
+    }
 }
 
 pub fn encode_reply(request: u64, result: &OpResult) -> Bytes {
@@ -192,11 +329,7 @@ pub fn encode_reply(request: u64, result: &OpResult) -> Bytes {
         }
         OpResult::Message(m) => {
             b.put_u8(4);
-            b.put_u64_le(m.seq);
-            b.put_i64_le(m.timestamp_ns);
-            for f in [&m.subject, &m.headers, &m.payload] {
-                put_bytes(&mut b, f);
-            }
+            put_message(&mut b, m);
         }
         OpResult::Names(names) => {
             b.put_u8(5);
@@ -210,6 +343,21 @@ pub fn encode_reply(request: u64, result: &OpResult) -> Bytes {
             b.put_u8(*code as u8);
             put_bytes(&mut b, text.as_bytes());
         }
+        OpResult::Consumer(view) => {
+            b.put_u8(7);
+            put_bytes(&mut b, &serde_json::to_vec(view).expect("a view serializes"));
+        }
+        OpResult::Delivered { msgs, num_pending } => {
+            b.put_u8(8);
+            b.put_u64_le(*num_pending);
+            b.put_u32_le(u32::try_from(msgs.len()).expect("bounded by NEXT_BATCH_MAX"));
+            for d in msgs {
+                put_message(&mut b, &d.message);
+                b.put_u64_le(d.consumer_seq);
+                b.put_u32_le(d.deliveries);
+            }
+        }
+        OpResult::Acked => b.put_u8(9),
     }
     b.freeze()
 }
@@ -234,6 +382,19 @@ impl Reader {
     fn u64(&mut self, field: &str) -> Result<u64, String> {
         self.need(8, field)?;
         Ok(self.buf.get_u64_le())
+    }
+    fn u32(&mut self, field: &str) -> Result<u32, String> {
+        self.need(4, field)?;
+        Ok(self.buf.get_u32_le())
+    }
+    fn message(&mut self) -> Result<StoredMessage, String> {
+        Ok(StoredMessage {
+            seq: self.u64("seq")?,
+            timestamp_ns: self.u64("timestamp")? as i64,
+            subject: self.bytes("subject")?,
+            headers: self.bytes("headers")?,
+            payload: self.bytes("payload")?,
+        })
     }
     fn bytes(&mut self, field: &str) -> Result<Bytes, String> {
         self.need(4, field)?;
@@ -280,6 +441,12 @@ pub fn decode_forward(body: Bytes) -> Result<(u64, u8, Op), String> {
         5 => Op::GetMsg { name: r.string("name")?, seq: r.u64("seq")? },
         6 => Op::StreamNames,
         7 => Op::DirectGet { name: r.string("name")?, seq: r.u64("seq")? },
+        8 => {
+            let stream = r.string("stream")?;
+            let json = r.bytes("consumer op")?;
+            let op = serde_json::from_slice(&json).map_err(|e| format!("forwarded consumer op: {e}"))?;
+            Op::Consumer { stream, op }
+        }
         other => return Err(format!("forwarded request: unknown kind {other}")),
     };
     r.end()?;
@@ -296,13 +463,7 @@ pub fn decode_reply(body: Bytes) -> Result<(u64, OpResult), String> {
         }
         2 => OpResult::Deleted,
         3 => OpResult::Published { seq: r.u64("seq")?, duplicate: r.u8("duplicate")? != 0 },
-        4 => OpResult::Message(StoredMessage {
-            seq: r.u64("seq")?,
-            timestamp_ns: r.u64("timestamp")? as i64,
-            subject: r.bytes("subject")?,
-            headers: r.bytes("headers")?,
-            payload: r.bytes("payload")?,
-        }),
+        4 => OpResult::Message(r.message()?),
         5 => {
             let n = r.u32_count("names")?;
             let mut names = Vec::with_capacity(n);
@@ -316,6 +477,28 @@ pub fn decode_reply(body: Bytes) -> Result<(u64, OpResult), String> {
             let code = ErrorCode::from_u8(code).ok_or_else(|| format!("forwarded reply: error code {code}"))?;
             OpResult::Error { code, text: r.string("text")? }
         }
+        7 => {
+            let json = r.bytes("consumer view")?;
+            OpResult::Consumer(Box::new(serde_json::from_slice(&json).map_err(|e| format!("forwarded consumer: {e}"))?))
+        }
+        8 => {
+            let num_pending = r.u64("num pending")?;
+            let n = r.u32("deliveries")?;
+            if n > NEXT_BATCH_MAX {
+                return Err(format!("forwarded reply: {n} deliveries, above {NEXT_BATCH_MAX}"));
+            }
+            let mut msgs = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let message = r.message()?;
+                msgs.push(DeliveredMsg {
+                    message,
+                    consumer_seq: r.u64("consumer seq")?,
+                    deliveries: r.u32("deliveries")?,
+                });
+            }
+            OpResult::Delivered { msgs, num_pending }
+        }
+        9 => OpResult::Acked,
         other => return Err(format!("forwarded reply: unknown kind {other}")),
     };
     r.end()?;
@@ -355,6 +538,15 @@ mod tests {
             Op::GetMsg { name: "s".into(), seq: 9 },
             Op::DirectGet { name: "s".into(), seq: 10 },
             Op::StreamNames,
+            Op::Consumer { stream: "s".into(), op: ConsumerOp::Create { config: ConsumerConfig::new("c") } },
+            Op::Consumer {
+                stream: "s".into(),
+                op: ConsumerOp::Next { name: "c".into(), batch: 3, max_bytes: 100, wait_ms: 5 },
+            },
+            Op::Consumer {
+                stream: "s".into(),
+                op: ConsumerOp::Ack { name: "c".into(), seq: 4, kind: AckWire::Nak { delay_ns: 9 } },
+            },
         ]
     }
 
@@ -376,6 +568,21 @@ mod tests {
             }),
             OpResult::Names(vec!["a".into(), "b".into()]),
             OpResult::error(ErrorCode::NameInUse, "exists"),
+            OpResult::Acked,
+            OpResult::Delivered {
+                msgs: vec![DeliveredMsg {
+                    message: StoredMessage {
+                        seq: 8,
+                        timestamp_ns: 2,
+                        subject: Bytes::from_static(b"a.b"),
+                        headers: Bytes::from_static(b"h"),
+                        payload: Bytes::from_static(b"p"),
+                    },
+                    consumer_seq: 3,
+                    deliveries: 2,
+                }],
+                num_pending: 11,
+            },
         ];
         for result in results {
             assert_eq!(decode_reply(encode_reply(7, &result)).unwrap(), (7, result));
@@ -399,5 +606,11 @@ mod tests {
         b.put_u8(5);
         b.put_u32_le(u32::MAX);
         assert!(decode_reply(b.freeze()).unwrap_err().contains("cannot fit"));
+        let mut b = BytesMut::new();
+        b.put_u64_le(1);
+        b.put_u8(8);
+        b.put_u64_le(0);
+        b.put_u32_le(u32::MAX);
+        assert!(decode_reply(b.freeze()).unwrap_err().contains("deliveries"));
     }
 }

@@ -1,6 +1,7 @@
 """Interop with Python's nats-py (a client no one here wrote) against a local 3-node sluice
 cluster: create an R3 stream, publish with acks and message ids, read every message back by
-sequence through every node, see de-duplication and NATS error codes. Run by
+sequence through every node, see de-duplication and NATS error codes, and pull from a durable consumer with acks and a
+redelivery. Run by
 scripts/interop-py, which starts the cluster; the URLs come as arguments."""
 
 import asyncio
@@ -8,7 +9,8 @@ import sys
 import time
 
 import nats
-from nats.js.api import StreamConfig
+import nats.errors
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 SETTLE_S = 30.0
@@ -84,6 +86,33 @@ async def main(urls):
     except APIError as e:
         assert e.err_code == 10058, e
 
+    # A durable pull consumer: nats-py's pull_subscribe creates it, fetch pulls, acks are
+    # replicated, and an unacked message comes back after the ack wait.
+    psub = await retry("pull_subscribe", lambda: js[1].pull_subscribe(
+        "py.>", durable="pyworker", stream="PY", config=ConsumerConfig(ack_wait=1.5)))
+    got = []
+    while len(got) < n:
+        batch = await psub.fetch(min(10, n - len(got)), timeout=5)
+        got.extend(batch)
+    assert [m.metadata.sequence.stream for m in got] == list(range(1, n + 1)), [m.metadata.sequence.stream for m in got]
+    for m in got:
+        if m.metadata.sequence.stream != 3:
+            await m.ack_sync()
+    ci = await js[2].consumer_info("PY", "pyworker")
+    assert (ci.ack_floor.stream_seq, ci.num_ack_pending, ci.delivered.stream_seq) == (2, 1, n), ci
+    await asyncio.sleep(2)
+    again = await psub.fetch(1, timeout=5)
+    assert [(m.metadata.sequence.stream, m.metadata.num_delivered) for m in again] == [(3, 2)], again
+    await again[0].ack_sync()
+    try:
+        await psub.fetch(1, timeout=1)
+        raise AssertionError("an acked message came back")
+    except nats.errors.TimeoutError:
+        pass
+    ci = await js[0].consumer_info("PY", "pyworker")
+    assert (ci.ack_floor.stream_seq, ci.num_ack_pending) == (n, 0), ci
+    assert await js[0].delete_consumer("PY", "pyworker")
+
     assert await js[0].delete_stream("PY")
     try:
         await js[2].stream_info("PY")
@@ -93,7 +122,7 @@ async def main(urls):
 
     for c in clients:
         await c.close()
-    print(f"nats-py interop: {n} messages published, read back through 3 nodes (leader and direct gets), de-duplication seen")
+    print(f"nats-py interop: {n} messages published, read back through 3 nodes (leader and direct gets), de-duplication seen, pull consumer fetched, acked and redelivered")
 
 
 if __name__ == "__main__":

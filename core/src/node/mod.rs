@@ -60,6 +60,7 @@ use crate::raft::message::{decode_header, Message, KIND_RAFT_MAX};
 use crate::raft::storage::Leftovers;
 use crate::raft::{Applied, EntryKind, GroupId, Index, Membership, ProposeError, Role, Term};
 use crate::store::StoredMessage;
+use crate::stream::consumer::{AckKind, ConsumerConfig, ConsumerInfo, Delivery};
 use crate::stream::{ApplyOutcome, Publish, Purge, StreamConfig, StreamEntry, StreamInfo};
 use bytes::Bytes;
 use group::{Outbox, RaftGroup};
@@ -143,6 +144,21 @@ pub enum Reply {
     StreamDeleted {
         group: GroupId,
     },
+    ConsumerCreated {
+        name: String,
+    },
+    ConsumerDeleted {
+        name: String,
+    },
+    /// A pull's messages (possibly none) and the stream messages past the consumer's cursor.
+    Delivered {
+        deliveries: Vec<Delivery>,
+        num_pending: u64,
+    },
+    /// An ack applied (`pending`: the message was waiting for one).
+    Acked {
+        pending: bool,
+    },
     /// The entry committed and every replica refused it the same way.
     Rejected {
         reason: String,
@@ -161,6 +177,10 @@ impl Reply {
             ApplyOutcome::Purged { count } => Reply::Purged { count },
             // Expire entries are proposed by the leader itself, never by a client.
             ApplyOutcome::Expired { count } => Reply::Purged { count },
+            ApplyOutcome::ConsumerCreated { name } => Reply::ConsumerCreated { name },
+            ApplyOutcome::ConsumerDeleted { name } => Reply::ConsumerDeleted { name },
+            ApplyOutcome::Delivered { deliveries, num_pending } => Reply::Delivered { deliveries, num_pending },
+            ApplyOutcome::Acked { pending } => Reply::Acked { pending },
         }
     }
 }
@@ -600,6 +620,99 @@ impl<D: Disk> Node<D> {
 
     pub fn purge(&mut self, now: MonoTime, name: &str, purge: Purge) -> Result<RequestId, ClientError> {
         self.propose_stream_entry(now, name, StreamEntry::Purge(purge))
+    }
+
+    // ----- consumers ------------------------------------------------------------------
+    // Each is an entry in the stream's own log, proposed on its leader with the leader's
+    // clock; the reply comes when it applies (docs/consumers.md).
+
+    /// Creates durable consumer `config.name` on stream `name` (or updates it: see
+    /// `Consumers::create`).
+    pub fn create_consumer(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        config: ConsumerConfig,
+    ) -> Result<RequestId, ClientError> {
+        config.validate().map_err(|reason| ClientError::InvalidRequest { reason })?;
+        self.propose_timed(now, wall_ns, name, move |ts| StreamEntry::consumer_create(ts, &config))
+    }
+
+    pub fn delete_consumer(&mut self, now: MonoTime, name: &str, consumer: &str) -> Result<RequestId, ClientError> {
+        let name_bytes = Bytes::copy_from_slice(consumer.as_bytes());
+        self.propose_stream_entry(now, name, StreamEntry::ConsumerDelete { name: name_bytes })
+    }
+
+    /// A pull of up to `batch` messages (about `max_bytes`); answered with `Reply::Delivered`.
+    pub fn consumer_next(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        consumer: &str,
+        batch: u32,
+        max_bytes: u32,
+    ) -> Result<RequestId, ClientError> {
+        let consumer = Bytes::copy_from_slice(consumer.as_bytes());
+        self.propose_timed(now, wall_ns, name, move |ts| StreamEntry::ConsumerNext {
+            now_wall_ns: ts,
+            name: consumer,
+            batch,
+            max_bytes,
+        })
+    }
+
+    pub fn consumer_ack(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        consumer: &str,
+        seq: u64,
+        kind: AckKind,
+    ) -> Result<RequestId, ClientError> {
+        let consumer = Bytes::copy_from_slice(consumer.as_bytes());
+        self.propose_timed(now, wall_ns, name, move |ts| StreamEntry::ConsumerAck {
+            now_wall_ns: ts,
+            name: consumer,
+            seq,
+            kind,
+        })
+    }
+
+    /// Consumer `consumer` of stream `name` as this node's replica has applied it.
+    pub fn consumer_info(&self, name: &str, consumer: &str) -> Result<Option<ConsumerInfo>, ClientError> {
+        let id = self.local_group(name)?;
+        Ok(self.streams[&id].machine.consumer_info(consumer))
+    }
+
+    pub fn consumer_names(&self, name: &str) -> Result<Vec<String>, ClientError> {
+        let id = self.local_group(name)?;
+        Ok(self.streams[&id].machine.consumers().names().map(str::to_string).collect())
+    }
+
+    /// Whether a pull of `consumer` now would deliver something, on this replica's state:
+    /// a waiting pull is proposed again only then, so an idle consumer writes nothing.
+    pub fn consumer_has_work(&self, name: &str, consumer: &str, wall_ns: i64) -> bool {
+        let Ok(id) = self.local_group(name) else { return false };
+        let g = &self.streams[&id];
+        !g.is_catching_up() && g.machine.consumer_has_work(consumer, wall_ns)
+    }
+
+    fn propose_timed(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        make: impl FnOnce(i64) -> StreamEntry,
+    ) -> Result<RequestId, ClientError> {
+        self.check_capacity()?;
+        let id = self.local_group(name)?;
+        let request = self.next_request;
+        let timeout = self.cfg.request_timeout;
+        self.streams.get_mut(&id).expect("local group").propose_timed(now, wall_ns, make, request, timeout)?;
+        self.accept_stream_request(now, id)
     }
 
     fn propose_stream_entry(

@@ -225,6 +225,23 @@ impl<D: Disk> StreamGroup<D> {
         self.propose(now, data, request, timeout)
     }
 
+    /// Proposes the entry `make` builds with the leader's clock (monotonic across the
+    /// group's entries, as publish timestamps are): consumer operations.
+    pub fn propose_timed(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        make: impl FnOnce(i64) -> StreamEntry,
+        request: RequestId,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.check_leader()?;
+        self.last_timestamp_ns = self.last_timestamp_ns.max(wall_ns);
+        let data =
+            make(self.last_timestamp_ns).encode().map_err(|e| ClientError::InvalidRequest { reason: e.to_string() })?;
+        self.propose(now, data, request, timeout)
+    }
+
     pub fn propose_entry(
         &mut self,
         now: MonoTime,

@@ -1,11 +1,13 @@
 //! The payload of a stream's Raft log entry (opaque bytes to Raft): publish, delete, purge,
-//! expire. Pure encode/decode; layout in docs/streams.md next to `golden_entries`.
+//! expire, and the consumer operations (create, delete, next, ack). Pure encode/decode; layout in docs/streams.md next to `golden_entries`.
 //!
 //! The decoder bounds every length before it slices (nothing is allocated from a declared
 //! length: [`EntryRef`] borrows the input), rejects unknown versions, kinds, flags and
 //! trailing bytes, and never panics. Every replica decodes the same committed bytes, so a
 //! decoding error is a deterministic refusal, not a local fault.
 
+use super::config::STREAM_NAME_BYTES_MAX;
+use super::consumer::{AckKind, ConsumerConfig, CONSUMER_CONFIG_BYTES_MAX};
 use super::wire::{check_seq, Reader};
 use crate::format::FormatError;
 use crate::store::{MSG_SIZE_BYTES_LIMIT, SUBJECT_BYTES_MAX};
@@ -18,6 +20,15 @@ const KIND_PUBLISH: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_PURGE: u8 = 3;
 const KIND_EXPIRE: u8 = 4;
+const KIND_CONSUMER_CREATE: u8 = 5;
+const KIND_CONSUMER_DELETE: u8 = 6;
+const KIND_CONSUMER_NEXT: u8 = 7;
+const KIND_CONSUMER_ACK: u8 = 8;
+/// The ack kind travels in the flags byte of a consumer-ack entry.
+const ACK_ACK: u8 = 1;
+const ACK_NAK: u8 = 2;
+const ACK_PROGRESS: u8 = 3;
+const ACK_TERM: u8 = 4;
 /// Bytes of a publish entry besides its message id, subject, headers and payload.
 pub const PUBLISH_FIXED_BYTES: usize = 32;
 const FLAG_EXPECTED_LAST_SEQ: u8 = 1;
@@ -64,6 +75,33 @@ pub enum StreamEntry {
     Expire {
         now_wall_ns: i64,
     },
+    /// Creates (or updates) a consumer; `config` is its JSON (`ConsumerConfig::encode`).
+    ConsumerCreate {
+        now_wall_ns: i64,
+        config: Bytes,
+    },
+    ConsumerDelete {
+        name: Bytes,
+    },
+    /// A pull: deliver up to `batch` messages of about `max_bytes` at the leader's time.
+    ConsumerNext {
+        now_wall_ns: i64,
+        name: Bytes,
+        batch: u32,
+        max_bytes: u32,
+    },
+    ConsumerAck {
+        now_wall_ns: i64,
+        name: Bytes,
+        seq: u64,
+        kind: AckKind,
+    },
+}
+
+impl StreamEntry {
+    pub fn consumer_create(now_wall_ns: i64, config: &ConsumerConfig) -> StreamEntry {
+        StreamEntry::ConsumerCreate { now_wall_ns, config: Bytes::from(config.encode()) }
+    }
 }
 
 /// A publish borrowing the entry's bytes.
@@ -84,6 +122,10 @@ pub enum EntryRef<'a> {
     Delete { seq: u64 },
     Purge(Purge),
     Expire { now_wall_ns: i64 },
+    ConsumerCreate { now_wall_ns: i64, config: &'a [u8] },
+    ConsumerDelete { name: &'a [u8] },
+    ConsumerNext { now_wall_ns: i64, name: &'a [u8], batch: u32, max_bytes: u32 },
+    ConsumerAck { now_wall_ns: i64, name: &'a [u8], seq: u64, kind: AckKind },
 }
 
 impl StreamEntry {
@@ -100,6 +142,16 @@ impl StreamEntry {
             StreamEntry::Delete { seq } => EntryRef::Delete { seq: *seq },
             StreamEntry::Purge(purge) => EntryRef::Purge(*purge),
             StreamEntry::Expire { now_wall_ns } => EntryRef::Expire { now_wall_ns: *now_wall_ns },
+            StreamEntry::ConsumerCreate { now_wall_ns, config } => {
+                EntryRef::ConsumerCreate { now_wall_ns: *now_wall_ns, config }
+            }
+            StreamEntry::ConsumerDelete { name } => EntryRef::ConsumerDelete { name },
+            StreamEntry::ConsumerNext { now_wall_ns, name, batch, max_bytes } => {
+                EntryRef::ConsumerNext { now_wall_ns: *now_wall_ns, name, batch: *batch, max_bytes: *max_bytes }
+            }
+            StreamEntry::ConsumerAck { now_wall_ns, name, seq, kind } => {
+                EntryRef::ConsumerAck { now_wall_ns: *now_wall_ns, name, seq: *seq, kind: *kind }
+            }
         }
     }
 
@@ -131,6 +183,16 @@ impl<'a> EntryRef<'a> {
             EntryRef::Delete { seq } => StreamEntry::Delete { seq },
             EntryRef::Purge(purge) => StreamEntry::Purge(purge),
             EntryRef::Expire { now_wall_ns } => StreamEntry::Expire { now_wall_ns },
+            EntryRef::ConsumerCreate { now_wall_ns, config } => {
+                StreamEntry::ConsumerCreate { now_wall_ns, config: Bytes::copy_from_slice(config) }
+            }
+            EntryRef::ConsumerDelete { name } => StreamEntry::ConsumerDelete { name: Bytes::copy_from_slice(name) },
+            EntryRef::ConsumerNext { now_wall_ns, name, batch, max_bytes } => {
+                StreamEntry::ConsumerNext { now_wall_ns, name: Bytes::copy_from_slice(name), batch, max_bytes }
+            }
+            EntryRef::ConsumerAck { now_wall_ns, name, seq, kind } => {
+                StreamEntry::ConsumerAck { now_wall_ns, name: Bytes::copy_from_slice(name), seq, kind }
+            }
         }
     }
 
@@ -182,6 +244,46 @@ impl<'a> EntryRef<'a> {
                 out.extend_from_slice(&[ENTRY_VERSION, KIND_EXPIRE, 0, 0]);
                 out.extend_from_slice(&now_wall_ns.to_le_bytes());
             }
+            EntryRef::ConsumerCreate { now_wall_ns, config } => {
+                if config.len() > CONSUMER_CONFIG_BYTES_MAX {
+                    return Err(FormatError::LengthTooLarge {
+                        declared_bytes: config.len() as u64,
+                        max_bytes: CONSUMER_CONFIG_BYTES_MAX as u64,
+                    });
+                }
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_CONSUMER_CREATE, 0, 0]);
+                out.extend_from_slice(&now_wall_ns.to_le_bytes());
+                out.extend_from_slice(&(config.len() as u32).to_le_bytes());
+                out.extend_from_slice(config);
+            }
+            EntryRef::ConsumerDelete { name } => {
+                check_name_length(name.len())?;
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_CONSUMER_DELETE, 0, 0]);
+                put_name(out, name);
+            }
+            EntryRef::ConsumerNext { now_wall_ns, name, batch, max_bytes } => {
+                check_name_length(name.len())?;
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_CONSUMER_NEXT, 0, 0]);
+                out.extend_from_slice(&now_wall_ns.to_le_bytes());
+                out.extend_from_slice(&batch.to_le_bytes());
+                out.extend_from_slice(&max_bytes.to_le_bytes());
+                put_name(out, name);
+            }
+            EntryRef::ConsumerAck { now_wall_ns, name, seq, kind } => {
+                check_name_length(name.len())?;
+                check_seq("entry ack seq", seq)?;
+                let (flag, delay_ns) = match kind {
+                    AckKind::Ack => (ACK_ACK, 0),
+                    AckKind::Nak { delay_ns } => (ACK_NAK, delay_ns),
+                    AckKind::Progress => (ACK_PROGRESS, 0),
+                    AckKind::Term => (ACK_TERM, 0),
+                };
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_CONSUMER_ACK, flag, 0]);
+                out.extend_from_slice(&now_wall_ns.to_le_bytes());
+                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&delay_ns.to_le_bytes());
+                put_name(out, name);
+            }
         }
         Ok(())
     }
@@ -205,7 +307,8 @@ impl<'a> EntryRef<'a> {
         let allowed_flags = match kind {
             KIND_PUBLISH => FLAG_EXPECTED_LAST_SEQ,
             KIND_PURGE => FLAG_PURGE_BEFORE,
-            KIND_DELETE | KIND_EXPIRE => 0,
+            KIND_DELETE | KIND_EXPIRE | KIND_CONSUMER_CREATE | KIND_CONSUMER_DELETE | KIND_CONSUMER_NEXT => 0,
+            KIND_CONSUMER_ACK => 0xff, // the ack kind, checked below
             _ => return Err(FormatError::BadField { field: "entry kind", value: u64::from(kind) }),
         };
         if flags & !allowed_flags != 0 {
@@ -256,11 +359,70 @@ impl<'a> EntryRef<'a> {
                 }
             }
             KIND_EXPIRE => EntryRef::Expire { now_wall_ns: r.i64()? },
+            KIND_CONSUMER_CREATE => {
+                let now_wall_ns = r.i64()?;
+                let len = r.u32()? as usize;
+                if len > CONSUMER_CONFIG_BYTES_MAX {
+                    return Err(FormatError::LengthTooLarge {
+                        declared_bytes: len as u64,
+                        max_bytes: CONSUMER_CONFIG_BYTES_MAX as u64,
+                    });
+                }
+                EntryRef::ConsumerCreate { now_wall_ns, config: r.take(len)? }
+            }
+            KIND_CONSUMER_DELETE => EntryRef::ConsumerDelete { name: take_name(&mut r)? },
+            KIND_CONSUMER_NEXT => {
+                let now_wall_ns = r.i64()?;
+                let batch = r.u32()?;
+                let max_bytes = r.u32()?;
+                EntryRef::ConsumerNext { now_wall_ns, batch, max_bytes, name: take_name(&mut r)? }
+            }
+            KIND_CONSUMER_ACK => {
+                let now_wall_ns = r.i64()?;
+                let seq = check_seq("entry ack seq", r.u64()?)?;
+                let delay_ns = r.i64()?;
+                let kind = match (flags, delay_ns) {
+                    (ACK_ACK, 0) => AckKind::Ack,
+                    (ACK_NAK, delay_ns) => AckKind::Nak { delay_ns },
+                    (ACK_PROGRESS, 0) => AckKind::Progress,
+                    (ACK_TERM, 0) => AckKind::Term,
+                    (ACK_ACK | ACK_PROGRESS | ACK_TERM, _) => {
+                        return Err(FormatError::BadField { field: "entry ack delay", value: delay_ns as u64 })
+                    }
+                    _ => return Err(FormatError::BadField { field: "entry ack kind", value: u64::from(flags) }),
+                };
+                EntryRef::ConsumerAck { now_wall_ns, seq, kind, name: take_name(&mut r)? }
+            }
             _ => unreachable!("kinds checked above"),
         };
         r.finish()?;
         Ok(entry)
     }
+}
+
+fn check_name_length(len: usize) -> Result<(), FormatError> {
+    if len == 0 {
+        return Err(FormatError::LengthTooSmall { declared_bytes: 0, min_bytes: 1 });
+    }
+    if len > STREAM_NAME_BYTES_MAX {
+        return Err(FormatError::LengthTooLarge {
+            declared_bytes: len as u64,
+            max_bytes: STREAM_NAME_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A consumer name: `len u16` and its bytes.
+fn put_name(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
+}
+
+fn take_name<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], FormatError> {
+    let len = usize::from(r.u16()?);
+    check_name_length(len)?;
+    r.take(len)
 }
 
 fn check_publish_lengths(msg_id: u64, subject: u64, headers: u64, payload: u64) -> Result<(), FormatError> {
@@ -322,6 +484,24 @@ mod tests {
             (StreamEntry::Purge(Purge::All), "010300000000000000000000"),
             (StreamEntry::Purge(Purge::Before { seq: 9 }), "010301000900000000000000"),
             (StreamEntry::Expire { now_wall_ns: -2 }, "01040000feffffffffffffff"),
+            (
+                StreamEntry::ConsumerCreate { now_wall_ns: 1, config: Bytes::from_static(b"{}") },
+                concat!("01050000", "0100000000000000", "02000000", "7b7d"),
+            ),
+            (StreamEntry::ConsumerDelete { name: Bytes::from_static(b"c") }, concat!("01060000", "0100", "63")),
+            (
+                StreamEntry::ConsumerNext { now_wall_ns: 2, name: Bytes::from_static(b"c"), batch: 3, max_bytes: 4 },
+                concat!("01070000", "0200000000000000", "03000000", "04000000", "0100", "63"),
+            ),
+            (
+                StreamEntry::ConsumerAck {
+                    now_wall_ns: 5,
+                    name: Bytes::from_static(b"c"),
+                    seq: 6,
+                    kind: AckKind::Nak { delay_ns: 7 },
+                },
+                concat!("01080200", "0500000000000000", "0600000000000000", "0700000000000000", "0100", "63"),
+            ),
         ];
         for (entry, golden) in cases {
             let bytes = entry.encode().unwrap();
@@ -398,7 +578,27 @@ mod tests {
                 StreamEntry::Publish(Publish { timestamp_ns, msg_id, subject, headers, payload, expected_last_seq })
             });
         let seq = 1..=crate::format::block::SEQ_MAX;
+        let name = proptest::collection::vec(any::<u8>(), 1..=STREAM_NAME_BYTES_MAX).prop_map(Bytes::from);
+        let ack_kind = prop_oneof![
+            Just(AckKind::Ack),
+            any::<i64>().prop_map(|delay_ns| AckKind::Nak { delay_ns }),
+            Just(AckKind::Progress),
+            Just(AckKind::Term),
+        ];
+        let consumer = prop_oneof![
+            (any::<i64>(), bytes(512))
+                .prop_map(|(now_wall_ns, config)| StreamEntry::ConsumerCreate { now_wall_ns, config }),
+            name.clone().prop_map(|name| StreamEntry::ConsumerDelete { name }),
+            (any::<i64>(), name.clone(), any::<u32>(), any::<u32>()).prop_map(
+                |(now_wall_ns, name, batch, max_bytes)| {
+                    StreamEntry::ConsumerNext { now_wall_ns, name, batch, max_bytes }
+                }
+            ),
+            (any::<i64>(), name, seq.clone(), ack_kind)
+                .prop_map(|(now_wall_ns, name, seq, kind)| StreamEntry::ConsumerAck { now_wall_ns, name, seq, kind }),
+        ];
         prop_oneof![
+            consumer,
             publish,
             seq.clone().prop_map(|seq| StreamEntry::Delete { seq }),
             Just(StreamEntry::Purge(Purge::All)),

@@ -40,6 +40,14 @@ pub enum RejectReason {
     },
     /// The stream reached `SEQ_MAX`.
     SequenceSpaceExhausted,
+    NoSuchConsumer {
+        name: String,
+    },
+    /// A consumer create or update that is invalid or not allowed (too many consumers, a
+    /// change to the start or the filter).
+    ConsumerRefused {
+        reason: String,
+    },
 }
 
 impl fmt::Display for RejectReason {
@@ -57,6 +65,8 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::NoSuchMessage { seq } => write!(f, "no message at sequence {seq}"),
             RejectReason::SequenceSpaceExhausted => write!(f, "sequence space exhausted"),
+            RejectReason::NoSuchConsumer { name } => write!(f, "consumer {name:?} not found"),
+            RejectReason::ConsumerRefused { reason } => write!(f, "consumer refused: {reason}"),
         }
     }
 }

@@ -23,6 +23,7 @@
 
 mod catchup;
 mod config;
+pub mod consumer;
 mod dedupe;
 mod entry;
 mod error;
@@ -51,6 +52,7 @@ use crate::env::MonoTime;
 use crate::format::block::SEQ_MAX;
 use crate::format::fnv::Fnv64;
 use crate::store::{FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState, SyncPlan};
+use consumer::{ConsumerConfig, ConsumerInfo, Consumers, Delivery, NextRequest};
 use std::path::Path;
 
 /// Messages read per batch when the machine scans its store (hash, expiry, open).
@@ -78,6 +80,22 @@ pub enum ApplyOutcome {
     },
     Expired {
         count: u64,
+    },
+    ConsumerCreated {
+        name: String,
+    },
+    ConsumerDeleted {
+        name: String,
+    },
+    /// A pull's messages (possibly none), and how many stream messages lie past the
+    /// consumer's cursor afterwards.
+    Delivered {
+        deliveries: Vec<Delivery>,
+        num_pending: u64,
+    },
+    /// An ack applied; `pending`: the sequence was waiting for one.
+    Acked {
+        pending: bool,
     },
 }
 
@@ -146,6 +164,7 @@ pub struct StreamMachine<D: Disk> {
     /// exposes its own (it is built by a scan at `open` meanwhile).
     gaps: SeqSet,
     dedupe: Dedupe,
+    consumers: Consumers,
     /// `config.store.limits.max_age`, applied at `Expire` entries (the store itself is
     /// opened without it, so it never expires by a local clock).
     max_age_ns: Option<i64>,
@@ -168,6 +187,7 @@ impl<D: Disk> StreamMachine<D> {
         let gaps = store.deleted().clone();
         let machine = StreamMachine {
             dedupe: Dedupe::new(config.dedupe_window),
+            consumers: Consumers::new(),
             config,
             store,
             gaps,
@@ -211,6 +231,33 @@ impl<D: Disk> StreamMachine<D> {
 
     pub fn get(&self, seq: u64) -> Result<Option<StoredMessage>, StreamError> {
         Ok(self.store.get(seq)?)
+    }
+
+    /// The stream's consumers as this replica has applied them.
+    pub fn consumers(&self) -> &Consumers {
+        &self.consumers
+    }
+
+    pub fn consumer_info(&self, name: &str) -> Option<ConsumerInfo> {
+        self.consumers.info(name, |seq| self.msgs_after(seq))
+    }
+
+    /// Whether a pull of consumer `name` applied at `now_ns` would deliver (or drop) something:
+    /// the leader's test before it proposes a waiting pull again.
+    pub fn consumer_has_work(&self, name: &str, now_ns: i64) -> bool {
+        self.consumers.has_work(name, self.store.state(), now_ns)
+    }
+
+    /// Stream messages with a sequence above `seq`.
+    fn msgs_after(&self, seq: u64) -> u64 {
+        let s = self.store.state();
+        if seq < s.first_seq {
+            return s.msgs;
+        }
+        if seq >= s.last_seq {
+            return 0;
+        }
+        (s.last_seq - seq) - self.gaps.count_within(seq + 1, s.last_seq)
     }
 
     pub fn info(&self) -> StreamInfo {
@@ -281,6 +328,49 @@ impl<D: Disk> StreamMachine<D> {
                 self.trim_gaps();
                 self.canonicalize_front()?;
                 Ok(ApplyOutcome::Purged { count })
+            }
+            EntryRef::ConsumerCreate { now_wall_ns, config } => {
+                let config = match ConsumerConfig::decode(config) {
+                    Ok(c) => c,
+                    Err(reason) => {
+                        return Ok(ApplyOutcome::Rejected { reason: RejectReason::ConsumerRefused { reason } })
+                    }
+                };
+                let name = config.name.clone();
+                match self.consumers.create(config, self.store.state(), now_wall_ns) {
+                    Ok(()) => Ok(ApplyOutcome::ConsumerCreated { name }),
+                    Err(reason) => Ok(ApplyOutcome::Rejected { reason: RejectReason::ConsumerRefused { reason } }),
+                }
+            }
+            EntryRef::ConsumerDelete { name } => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                if self.consumers.delete(&name) {
+                    Ok(ApplyOutcome::ConsumerDeleted { name })
+                } else {
+                    Ok(ApplyOutcome::Rejected { reason: RejectReason::NoSuchConsumer { name } })
+                }
+            }
+            EntryRef::ConsumerNext { now_wall_ns, name, batch, max_bytes } => {
+                let name = String::from_utf8_lossy(name);
+                let req = NextRequest { batch, max_bytes: u64::from(max_bytes) };
+                match self.consumers.next(&name, &self.store, req, now_wall_ns)? {
+                    None => {
+                        Ok(ApplyOutcome::Rejected { reason: RejectReason::NoSuchConsumer { name: name.into_owned() } })
+                    }
+                    Some(deliveries) => {
+                        let cursor = self.consumers.get(&name).expect("it just delivered").state.delivered_stream_seq;
+                        Ok(ApplyOutcome::Delivered { deliveries, num_pending: self.msgs_after(cursor) })
+                    }
+                }
+            }
+            EntryRef::ConsumerAck { now_wall_ns, name, seq, kind } => {
+                let name = String::from_utf8_lossy(name);
+                match self.consumers.ack(&name, seq, kind, now_wall_ns) {
+                    Some(pending) => Ok(ApplyOutcome::Acked { pending }),
+                    None => {
+                        Ok(ApplyOutcome::Rejected { reason: RejectReason::NoSuchConsumer { name: name.into_owned() } })
+                    }
+                }
             }
             EntryRef::Expire { now_wall_ns } => {
                 self.dedupe.advance(now_wall_ns);
@@ -368,6 +458,7 @@ impl<D: Disk> StreamMachine<D> {
                     deleted: self.gaps.ranges().collect(),
                     last_timestamp_ns: self.dedupe.clock_ns(),
                     dedupe: self.dedupe.entries().collect(),
+                    consumers: self.consumers.clone(),
                 }
             }
         }
@@ -422,6 +513,7 @@ impl<D: Disk> StreamMachine<D> {
             Err(e) => return Err(self.fail(e)),
         };
         self.dedupe = dedupe;
+        self.consumers = snap.consumers.clone();
         self.applied_index = None;
         self.mode = match outcome {
             RestoreOutcome::Ready { .. } => Mode::Active,
@@ -655,6 +747,10 @@ impl<D: Disk> StreamMachine<D> {
             h.u64(e.seq);
             h.i64(e.timestamp_ns);
         }
+        // Without consumers the hash is what it was before they existed.
+        if !self.consumers.is_empty() {
+            self.consumers.hash_into(&mut h);
+        }
         Ok(h.finish())
     }
 
@@ -664,6 +760,7 @@ impl<D: Disk> StreamMachine<D> {
         self.store.check_invariants();
         self.dedupe.check_invariants();
         self.gaps.check_invariants();
+        self.consumers.check_invariants();
         let state = self.store.state();
         assert_eq!(self.gaps.len(), state.num_deleted, "gaps disagree with the store's deleted count");
         if let Some((lowest, _)) = self.gaps.ranges().next() {

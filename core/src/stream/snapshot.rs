@@ -1,5 +1,5 @@
-//! The stream's part of a Raft snapshot: its range and counts, its interior deletes, its clock
-//! and its de-duplication ids.
+//! The stream's part of a Raft snapshot: its range and counts, its interior deletes, its clock,
+//! its de-duplication ids and (version 2) its consumers.
 //! The messages stay in the store (synced before the snapshot is written); a replica whose
 //! store is short fetches them from a peer (catch-up). Layout in docs/streams.md next to
 //! `golden_snapshot`.
@@ -9,6 +9,7 @@
 //! (ranges, counts, canonical order of the ids), so a decoded snapshot is always one
 //! `StreamMachine::snapshot` could have produced.
 
+use super::consumer::{Consumers, CONSUMERS_SECTION_BYTES_MAX};
 use super::dedupe::{DedupeEntry, DEDUPE_IDS_MAX};
 use super::entry::MSG_ID_BYTES_MAX;
 use super::wire::Reader;
@@ -17,7 +18,10 @@ use crate::format::FormatError;
 use bytes::Bytes;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SLUICESN";
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 appends the consumers section (`consumer/wire.rs`). A stream without consumers
+/// is still written as version 1, byte for byte as before consumers existed; both decode.
+pub const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION_NO_CONSUMERS: u16 = 1;
 const FIXED_BYTES: usize = 64;
 const RANGE_BYTES: usize = 16;
 const DEDUPE_FIXED_BYTES: usize = 18;
@@ -25,8 +29,10 @@ const DEDUPE_FIXED_BYTES: usize = 18;
 /// (`STATE_BYTES_MAX` / 16), so a store that could write its state file fits.
 pub const SNAPSHOT_DELETED_RANGES_MAX: usize = 4 * 1024 * 1024;
 /// Largest encoded snapshot: every range and every dedupe id at its longest.
-pub const SNAPSHOT_BYTES_MAX: usize =
-    FIXED_BYTES + SNAPSHOT_DELETED_RANGES_MAX * RANGE_BYTES + DEDUPE_IDS_MAX * (DEDUPE_FIXED_BYTES + MSG_ID_BYTES_MAX);
+pub const SNAPSHOT_BYTES_MAX: usize = FIXED_BYTES
+    + SNAPSHOT_DELETED_RANGES_MAX * RANGE_BYTES
+    + DEDUPE_IDS_MAX * (DEDUPE_FIXED_BYTES + MSG_ID_BYTES_MAX)
+    + CONSUMERS_SECTION_BYTES_MAX;
 
 /// What a replica needs, besides its store's messages, to continue applying the log after the
 /// snapshot's index. `first_seq..=last_seq` is the stream's range (empty: `first_seq ==
@@ -50,6 +56,8 @@ pub struct StreamSnapshot {
     pub last_timestamp_ns: i64,
     /// Remembered message ids, oldest first (strictly increasing (timestamp, seq)).
     pub dedupe: Vec<DedupeEntry>,
+    /// The stream's durable consumers and their progress.
+    pub consumers: Consumers,
 }
 
 impl StreamSnapshot {
@@ -64,6 +72,7 @@ impl StreamSnapshot {
             deleted: Vec::new(),
             last_timestamp_ns: i64::MIN,
             dedupe: Vec::new(),
+            consumers: Consumers::new(),
         }
     }
 
@@ -75,7 +84,8 @@ impl StreamSnapshot {
                 + self.dedupe.iter().map(|e| DEDUPE_FIXED_BYTES + e.msg_id.len()).sum::<usize>(),
         );
         out.extend_from_slice(&SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        let version = if self.consumers.is_empty() { SNAPSHOT_VERSION_NO_CONSUMERS } else { SNAPSHOT_VERSION };
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&(self.dedupe.len() as u32).to_le_bytes());
         for v in [self.first_seq, self.last_seq, self.msgs, self.bytes] {
@@ -94,6 +104,9 @@ impl StreamSnapshot {
             out.extend_from_slice(&e.seq.to_le_bytes());
             out.extend_from_slice(&e.timestamp_ns.to_le_bytes());
         }
+        if version >= 2 {
+            self.consumers.encode_into(&mut out);
+        }
         out
     }
 
@@ -110,7 +123,7 @@ impl StreamSnapshot {
             return Err(FormatError::BadMagic);
         }
         let version = r.u16()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_NO_CONSUMERS {
             return Err(FormatError::UnsupportedVersion { version });
         }
         r.reserved(2, "snapshot reserved")?;
@@ -162,8 +175,22 @@ impl StreamSnapshot {
             let msg_id = Bytes::copy_from_slice(r.take(len)?);
             dedupe.push(DedupeEntry { msg_id, seq: r.u64()?, timestamp_ns: r.i64()? });
         }
+        let consumers = if version >= 2 { Consumers::decode_from(&mut r)? } else { Consumers::new() };
+        if version >= 2 && consumers.is_empty() {
+            // One stream state, one encoding: without consumers it is version 1.
+            return Err(FormatError::BadField { field: "snapshot consumer count", value: 0 });
+        }
         r.finish()?;
-        let snap = StreamSnapshot { first_seq, last_seq, msgs, bytes: bytes_total, deleted, last_timestamp_ns, dedupe };
+        let snap = StreamSnapshot {
+            first_seq,
+            last_seq,
+            msgs,
+            bytes: bytes_total,
+            deleted,
+            last_timestamp_ns,
+            dedupe,
+            consumers,
+        };
         snap.validate()?;
         Ok(snap)
     }
@@ -223,6 +250,11 @@ impl StreamSnapshot {
             }
             previous = Some((e.timestamp_ns, e.seq));
         }
+        for c in self.consumers.iter() {
+            if c.state.delivered_stream_seq > self.last_seq {
+                return bad("snapshot consumer cursor", c.state.delivered_stream_seq);
+            }
+        }
         Ok(())
     }
 }
@@ -245,6 +277,7 @@ mod tests {
                 DedupeEntry { msg_id: Bytes::from_static(b"a"), seq: 4, timestamp_ns: 4000 },
                 DedupeEntry { msg_id: Bytes::from_static(b"bc"), seq: 9, timestamp_ns: 5000 },
             ],
+            consumers: Consumers::new(),
         }
     }
 

@@ -47,11 +47,40 @@ impl Shared {
     /// Sends `payload` (with `headers`, a NATS header block, if any) to every subscription
     /// of this connection that matches `subject`. Nothing matches: dropped, as in NATS.
     pub fn deliver(&self, subject: &[u8], headers: Option<&[u8]>, payload: &[u8]) {
+        self.deliver_msg(subject, subject, None, headers, payload);
+    }
+
+    /// Whether a subscription of this connection matches `subject`.
+    pub fn has_interest(&self, subject: &[u8]) -> bool {
+        let subs = self.subs.lock().expect("no panics while held");
+        subs.values().any(|s| subject_matches(&s.subject, subject))
+    }
+
+    /// Sends a message to the subscriptions matching `route`, shown with `subject` and
+    /// `reply` (a pulled message goes to the pull's inbox with its own subject and an ack
+    /// subject).
+    pub fn deliver_msg(
+        &self,
+        route: &[u8],
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let subject_and_reply = |b: &mut BytesMut, sid: &[u8]| {
+            b.put_slice(subject);
+            b.put_u8(b' ');
+            b.put_slice(sid);
+            if let Some(r) = reply {
+                b.put_u8(b' ');
+                b.put_slice(r);
+            }
+        };
         let sids: Vec<Bytes> = {
             let mut subs = self.subs.lock().expect("no panics while held");
             let mut hit = Vec::new();
             subs.retain(|sid, sub| {
-                if !subject_matches(&sub.subject, subject) {
+                if !subject_matches(&sub.subject, route) {
                     return true;
                 }
                 hit.push(sid.clone());
@@ -70,17 +99,13 @@ impl Shared {
             match headers {
                 Some(h) if self.headers.load(Ordering::Relaxed) => {
                     b.put_slice(b"HMSG ");
-                    b.put_slice(subject);
-                    b.put_u8(b' ');
-                    b.put_slice(&sid);
+                    subject_and_reply(&mut b, &sid);
                     b.put_slice(format!(" {} {}\r\n", h.len(), h.len() + payload.len()).as_bytes());
                     b.put_slice(h);
                 }
                 _ => {
                     b.put_slice(b"MSG ");
-                    b.put_slice(subject);
-                    b.put_u8(b' ');
-                    b.put_slice(&sid);
+                    subject_and_reply(&mut b, &sid);
                     b.put_slice(format!(" {}\r\n", payload.len()).as_bytes());
                 }
             }
@@ -247,6 +272,27 @@ async fn handle(
             }
         }
         ClientOp::Pub { subject, reply, headers, payload } => {
+            const NEXT: &[u8] = b"$JS.API.CONSUMER.MSG.NEXT.";
+            if subject.starts_with(NEXT) {
+                let Some(reply) = reply else { return Ok(()) }; // a pull nobody hears
+                let api = String::from_utf8_lossy(&subject[NEXT.len()..]).into_owned();
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let (ctx, shared) = (ctx.clone(), shared.clone());
+                tokio::spawn(async move {
+                    super::pull::serve(ctx, shared, api, reply, payload).await;
+                    drop(permit);
+                });
+                return Ok(());
+            }
+            if subject.starts_with(b"$JS.ACK.") {
+                let permit = in_flight.clone().acquire_owned().await.expect("never closed");
+                let (ctx, shared) = (ctx.clone(), shared.clone());
+                tokio::spawn(async move {
+                    super::pull::ack(ctx, shared, subject, reply, payload).await;
+                    drop(permit);
+                });
+                return Ok(());
+            }
             if subject.starts_with(b"$JS.API.") {
                 let Some(reply) = reply else { return Ok(()) }; // an API call nobody hears
                 let permit = in_flight.clone().acquire_owned().await.expect("never closed");

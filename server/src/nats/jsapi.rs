@@ -29,7 +29,7 @@ pub struct Defaults {
 }
 
 /// NATS's JetStream error codes (nats-server errors.json) for what sluice reports.
-mod err {
+pub(super) mod err {
     pub const BAD_REQUEST: (u16, u32) = (400, 10003);
     pub const STREAM_NOT_FOUND: (u16, u32) = (404, 10059);
     pub const NAME_MISMATCH: (u16, u32) = (400, 10056);
@@ -43,9 +43,12 @@ mod err {
     pub const STORE_FAILED: (u16, u32) = (503, 10077);
     pub const NOT_SUPPORTED: (u16, u32) = (400, 10003);
     pub const TEMPORARILY_UNAVAILABLE: (u16, u32) = (503, 10008);
+    pub const CONSUMER_NOT_FOUND: (u16, u32) = (404, 10014);
+    pub const CONSUMER_EXISTS: (u16, u32) = (400, 10148);
+    pub const CONSUMER_DOES_NOT_EXIST: (u16, u32) = (400, 10149);
 }
 
-fn error_json(kind: &str, (code, err_code): (u16, u32), description: &str) -> Value {
+pub(super) fn error_json(kind: &str, (code, err_code): (u16, u32), description: &str) -> Value {
     let mut v = json!({ "error": { "code": code, "err_code": err_code, "description": description } });
     if !kind.is_empty() {
         v["type"] = json!(format!("io.nats.jetstream.api.v1.{kind}"));
@@ -54,7 +57,7 @@ fn error_json(kind: &str, (code, err_code): (u16, u32), description: &str) -> Va
 }
 
 /// The error a failed operation becomes.
-fn op_error(kind: &str, code: ErrorCode, text: &str) -> Value {
+pub(super) fn op_error(kind: &str, code: ErrorCode, text: &str) -> Value {
     match code {
         ErrorCode::NoSuchStream => error_json(kind, err::STREAM_NOT_FOUND, "stream not found"),
         ErrorCode::NoSuchMessage => error_json(kind, err::MSG_NOT_FOUND, "no message found"),
@@ -62,6 +65,7 @@ fn op_error(kind: &str, code: ErrorCode, text: &str) -> Value {
         ErrorCode::BadRequest => error_json(kind, err::BAD_REQUEST, text),
         ErrorCode::Rejected => rejected(kind, text),
         ErrorCode::Unavailable => error_json(kind, err::TEMPORARILY_UNAVAILABLE, text),
+        ErrorCode::NoSuchConsumer => error_json(kind, err::CONSUMER_NOT_FOUND, "consumer not found"),
     }
 }
 
@@ -81,7 +85,7 @@ fn rejected(kind: &str, text: &str) -> Value {
     }
 }
 
-async fn call(ctx: &Context, op: Op) -> OpResult {
+pub(super) async fn call(ctx: &Context, op: Op) -> OpResult {
     match ctx.submit(op).await {
         Ok(answer) => answer.get().await,
         Err(_) => OpResult::error(ErrorCode::Unavailable, "server shutting down"),
@@ -168,6 +172,9 @@ async fn route(ctx: &Context, api: &str, payload: &[u8]) -> Value {
             other => unexpected("stream_names_response", &other),
         };
     }
+    if let Some(rest) = api.strip_prefix("CONSUMER.") {
+        return super::consumer_api::route(ctx, rest, payload).await;
+    }
     let Some((verb, name)) = api.strip_prefix("STREAM.").and_then(split_verb) else {
         return error_json("", err::NOT_SUPPORTED, &format!("$JS.API.{api} is not supported by sluice"));
     };
@@ -201,7 +208,7 @@ fn split_verb(rest: &str) -> Option<(&str, &str)> {
     Some((verb, name))
 }
 
-fn unexpected(kind: &str, r: &OpResult) -> Value {
+pub(super) fn unexpected(kind: &str, r: &OpResult) -> Value {
     error_json(kind, err::TEMPORARILY_UNAVAILABLE, &format!("unexpected answer {r:?}"))
 }
 

@@ -3,8 +3,10 @@
 //! refused: docs/server.md, "The client port".
 
 pub mod conn;
+pub mod consumer_api;
 pub mod jsapi;
 pub mod proto;
+pub mod pull;
 
 use crate::config::ServerConfig;
 use std::sync::Arc;
