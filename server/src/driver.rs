@@ -467,7 +467,12 @@ impl Driver {
                 if let Some(step) = self.require_consumer(stream, name) {
                     return step;
                 }
-                if *wait_ms > 0 && !self.node.consumer_has_work(stream, name, wall) {
+                if !self.node.consumer_has_work(stream, name, wall) {
+                    // Nothing to deliver: wait, or answer none without writing an entry (an
+                    // empty no-wait fetch would otherwise cost a log write and an fsync).
+                    if *wait_ms == 0 {
+                        return Step::Done(OpResult::Delivered { msgs: Vec::new(), num_pending: 0 });
+                    }
                     return Step::Pull { wait: Duration::from_millis(u64::from(*wait_ms)) };
                 }
                 self.node.consumer_next(now, wall, stream, name, *batch, *max_bytes)
@@ -493,7 +498,7 @@ impl Driver {
     fn consumer_view(&self, def: &StreamDef, name: &str) -> Option<ConsumerView> {
         let info = self.node.consumer_info(&def.config.name, name).ok().flatten()?;
         let leader = self.node.stream_info(&def.config.name).ok().and_then(|i| i.leader);
-        Some(ConsumerView::new(&def.config.name, info, leader, def.peers.clone()))
+        Some(ConsumerView { stream: def.config.name.clone(), info, leader, peers: def.peers.clone() })
     }
 
     /// Releases waiting pulls whose consumer now has something (one per consumer per turn:

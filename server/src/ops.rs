@@ -117,40 +117,13 @@ impl From<AckWire> for AckKind {
     }
 }
 
-/// A consumer as the API shows it.
+/// A consumer as the API shows it: as the stream's leader has applied it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerView {
     pub stream: String,
-    pub config: ConsumerConfig,
-    pub created_ns: i64,
-    pub delivered_stream_seq: u64,
-    pub delivered_consumer_seq: u64,
-    pub ack_floor_stream_seq: u64,
-    pub ack_floor_consumer_seq: u64,
-    pub num_ack_pending: u64,
-    pub num_redelivered: u64,
-    pub num_pending: u64,
+    pub info: ConsumerInfo,
     pub leader: Option<NodeId>,
     pub peers: Vec<NodeId>,
-}
-
-impl ConsumerView {
-    pub fn new(stream: &str, i: ConsumerInfo, leader: Option<NodeId>, peers: Vec<NodeId>) -> ConsumerView {
-        ConsumerView {
-            stream: stream.to_string(),
-            config: i.config,
-            created_ns: i.created_ns,
-            delivered_stream_seq: i.delivered_stream_seq,
-            delivered_consumer_seq: i.delivered_consumer_seq,
-            ack_floor_stream_seq: i.ack_floor_stream_seq,
-            ack_floor_consumer_seq: i.ack_floor_consumer_seq,
-            num_ack_pending: i.num_ack_pending,
-            num_redelivered: i.num_redelivered,
-            num_pending: i.num_pending,
-            leader,
-            peers,
-        }
-    }
 }
 
 /// One message a pull hands out.

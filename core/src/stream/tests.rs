@@ -650,6 +650,44 @@ fn consumer_workload() -> Vec<Vec<u8>> {
     log
 }
 
+/// A consumer that starts beyond the stream's end: its cursor lies past `last_seq`, the
+/// snapshot carrying it must still decode, and it delivers only from its start.
+#[test]
+fn a_consumer_starting_past_the_end_snapshots_and_waits_for_its_start() {
+    use super::consumer::{ConsumerConfig, DeliverPolicy};
+    let mut fx = Fixture::new("stream-consumer-ahead");
+    let mut a = fx.fresh("a", config(Limits::default()));
+    let mut later = ConsumerConfig::new("LATER");
+    later.deliver_policy = DeliverPolicy::ByStartSequence { seq: 5 };
+    let mut log = vec![publish(SEC, "", "orders.1", "p1"), entry(StreamEntry::consumer_create(SEC, &later))];
+    for i in 2..=6 {
+        log.push(publish(i * SEC, "", "orders.1", &format!("p{i}")));
+    }
+    let log = log_of(log);
+    apply_all(&mut a, &log[..2]);
+    a.sync().unwrap();
+    let snap = StreamSnapshot::decode(&a.snapshot().encode()).expect("a cursor past the end decodes");
+    apply_all(&mut a, &log[2..]);
+    let expected = a.state_hash().unwrap();
+    drop(a);
+    let mut a = fx.open("a", config(Limits::default()));
+    assert!(matches!(a.restore(&snap).unwrap(), RestoreOutcome::Ready { .. }));
+    apply_all(&mut a, &log[2..]);
+    assert_eq!(a.state_hash().unwrap(), expected);
+    let next = StreamEntry::ConsumerNext {
+        now_wall_ns: 9 * SEC,
+        name: Bytes::from_static(b"LATER"),
+        batch: 9,
+        max_bytes: 1 << 20,
+    };
+    match a.apply(log.len() as u64 + 1, &entry(next)).unwrap() {
+        ApplyOutcome::Delivered { deliveries, .. } => {
+            assert_eq!(deliveries.iter().map(|d| d.message.seq).collect::<Vec<_>>(), vec![5, 6]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Consumers are replicated state: a replica restarted from a snapshot taken mid-workload
 /// plus the log tail ends with the same consumers, and the same hash, as a full replay; the
 /// snapshot carries them (version 2), and every pull's outcome is identical on both.

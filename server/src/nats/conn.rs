@@ -52,6 +52,9 @@ impl Shared {
 
     /// Whether a subscription of this connection matches `subject`.
     pub fn has_interest(&self, subject: &[u8]) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false; // a closed connection hears nothing: its pulls end
+        }
         let subs = self.subs.lock().expect("no panics while held");
         subs.values().any(|s| subject_matches(&s.subject, subject))
     }
@@ -202,6 +205,8 @@ pub async fn serve(stream: TcpStream, ctx: Context) {
             () = shared.close.notified() => break,
         }
     }
+    // Pulls still running for this connection see it closed and stop asking (`has_interest`).
+    shared.closed.store(true, Ordering::Relaxed);
     // Let the answers already queued (an -ERR) go out, then close.
     drop(shared);
     let _ = writer.await;

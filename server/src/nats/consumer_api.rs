@@ -8,7 +8,7 @@
 //! filter subjects, consumers without a name (ephemeral).
 
 use super::conn::Context;
-use super::jsapi::{call, err, error_json, op_error, rfc3339, unexpected};
+use super::jsapi::{call, cluster_json, err, error_json, op_error, rfc3339, unexpected};
 use crate::ops::{ConsumerOp, ConsumerView, ErrorCode, Op, OpResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -114,7 +114,7 @@ async fn create(ctx: &Context, stream: &str, subject_name: Option<&str>, payload
         let existing =
             call(ctx, Op::Consumer { stream: stream.into(), op: ConsumerOp::Info { name: config.name.clone() } }).await;
         match (&action[..], &existing) {
-            ("create", OpResult::Consumer(view)) if view.config != config => {
+            ("create", OpResult::Consumer(view)) if view.info.config != config => {
                 return error_json(kind, err::CONSUMER_EXISTS, "consumer already exists");
             }
             ("update", OpResult::Error { code: ErrorCode::NoSuchConsumer, .. }) => {
@@ -203,9 +203,9 @@ fn consumer_response(kind: &str, r: OpResult) -> Value {
 }
 
 /// A consumer's info in NATS's shape.
-pub fn consumer_info(v: &ConsumerView) -> Value {
+pub fn consumer_info(view: &ConsumerView) -> Value {
+    let v = &view.info;
     let c = &v.config;
-    let node = |id: u64| format!("n{id}");
     let mut config = json!({
         "durable_name": c.name,
         "name": c.name,
@@ -215,7 +215,7 @@ pub fn consumer_info(v: &ConsumerView) -> Value {
         "replay_policy": "instant",
         "max_ack_pending": c.max_ack_pending,
         "max_waiting": 512,
-        "num_replicas": v.peers.len(),
+        "num_replicas": view.peers.len(),
     });
     match c.deliver_policy {
         DeliverPolicy::All => config["deliver_policy"] = json!("all"),
@@ -230,7 +230,7 @@ pub fn consumer_info(v: &ConsumerView) -> Value {
         config["filter_subject"] = json!(f);
     }
     json!({
-        "stream_name": v.stream,
+        "stream_name": view.stream,
         "name": c.name,
         "created": rfc3339(v.created_ns),
         "config": config,
@@ -240,12 +240,7 @@ pub fn consumer_info(v: &ConsumerView) -> Value {
         "num_redelivered": v.num_redelivered,
         "num_waiting": 0,
         "num_pending": v.num_pending,
-        "cluster": {
-            "name": "sluice",
-            "leader": v.leader.map(node),
-            "replicas": v.peers.iter().filter(|p| Some(**p) != v.leader)
-                .map(|p| json!({ "name": node(*p), "current": true, "active": 0 })).collect::<Vec<_>>(),
-        },
+        "cluster": cluster_json(view.leader, &view.peers),
     })
 }
 

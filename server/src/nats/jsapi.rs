@@ -367,7 +367,6 @@ fn stream_info(v: &StreamView) -> Value {
     let c = &v.config;
     let l = &c.store.limits;
     let opt = |x: Option<u64>| x.map_or(-1, |x| x as i64);
-    let node = |id: u64| format!("n{id}");
     json!({
         "config": {
             "name": c.name,
@@ -399,12 +398,18 @@ fn stream_info(v: &StreamView) -> Value {
             "num_deleted": v.num_deleted,
             "consumer_count": 0,
         },
-        "cluster": {
-            "name": "sluice",
-            "leader": v.leader.map(node),
-            "replicas": v.peers.iter().filter(|p| Some(**p) != v.leader)
-                .map(|p| json!({ "name": node(*p), "current": true, "active": 0 })).collect::<Vec<_>>(),
-        },
+        "cluster": cluster_json(v.leader, &v.peers),
+    })
+}
+
+/// The `cluster` block of a stream's or a consumer's info: nodes are named `n<id>`.
+pub(super) fn cluster_json(leader: Option<u64>, peers: &[u64]) -> Value {
+    let node = |id: u64| format!("n{id}");
+    json!({
+        "name": "sluice",
+        "leader": leader.map(node),
+        "replicas": peers.iter().filter(|p| Some(**p) != leader)
+            .map(|p| json!({ "name": node(*p), "current": true, "active": 0 })).collect::<Vec<_>>(),
     })
 }
 

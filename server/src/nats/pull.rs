@@ -106,7 +106,7 @@ pub async fn serve(ctx: Context, shared: Arc<Shared>, api: String, reply: bytes:
             let extra = format!(
                 "Nats-Pending-Messages: {}\r\nNats-Pending-Bytes: {}\r\n",
                 pull.batch,
-                pull.max_bytes.min(i64::MAX as u64)
+                if pull.max_bytes == u64::MAX { 0 } else { pull.max_bytes }
             );
             return status(&shared, &reply, "408 Request Timeout", &extra);
         }

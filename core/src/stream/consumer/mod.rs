@@ -58,7 +58,7 @@ pub struct Consumer {
 }
 
 /// A consumer as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsumerInfo {
     pub config: ConsumerConfig,
     pub created_ns: i64,

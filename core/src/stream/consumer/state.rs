@@ -166,7 +166,7 @@ pub fn next<S: MessageSource>(
         let p = st.pending.get_mut(&seq).expect("listed");
         *p = PendingMsg {
             consumer_seq: st.delivered_consumer_seq,
-            deliveries: p.deliveries + 1,
+            deliveries: p.deliveries.saturating_add(1),
             due_ns: now_ns.saturating_add(ack_wait_ns),
         };
         out_bytes += size;
@@ -233,7 +233,12 @@ pub fn ack(config: &ConsumerConfig, st: &mut ConsumerState, seq: u64, kind: AckK
 /// proposes a waiting pull again, so an idle consumer writes nothing to the log. (With a
 /// filter, a message past the cursor may not match: the `next` then only moves the cursor.)
 pub fn has_work(config: &ConsumerConfig, st: &ConsumerState, state: StreamState, now_ns: i64) -> bool {
-    let due = st.pending.values().any(|p| p.due_ns <= now_ns);
+    // Pending entries the stream purged are dropped by the next pull: that is work too, and
+    // they must not count against `max_ack_pending` meanwhile.
+    let purged = st.pending.keys().next().is_some_and(|&seq| seq < state.first_seq);
+    let live = st.pending.range(state.first_seq..);
+    let live_count = live.clone().count();
+    let due = live.map(|(_, p)| p).any(|p| p.due_ns <= now_ns);
     let unread = st.delivered_stream_seq < state.last_seq && state.msgs > 0;
-    due || (unread && st.pending.len() < config.max_ack_pending as usize)
+    purged || due || (unread && live_count < config.max_ack_pending as usize)
 }

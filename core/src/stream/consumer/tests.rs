@@ -146,6 +146,20 @@ fn max_ack_pending_and_batch_bound_deliveries() {
 }
 
 #[test]
+fn purged_pending_frees_room_for_waiting_pulls() {
+    let mut src = Mem::new(&["a", "a"]);
+    let mut config = ConsumerConfig::new("c");
+    config.max_ack_pending = 2;
+    let mut c = with(config, &src);
+    assert_eq!(pull(&mut c, &src, 10, 0).len(), 2);
+    src.push("a");
+    assert!(!c.has_work("c", src.state(), 0), "full: nothing to do until an ack");
+    src.purge_before(3);
+    assert!(c.has_work("c", src.state(), 0), "the purge freed both places");
+    assert_eq!(pull(&mut c, &src, 10, 0), vec![(3, 1)]);
+}
+
+#[test]
 fn filter_skips_other_subjects_and_moves_the_cursor() {
     let src = Mem::new(&["a.x", "b.x", "a.y", "b.y"]);
     let mut config = ConsumerConfig::new("c");
