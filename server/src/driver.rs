@@ -397,13 +397,8 @@ impl Driver {
                 let Some(def) = self.def(name) else {
                     return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
                 };
-                match self.node.stream_info(name) {
-                    Ok(info) if info.role == Role::Leader => {}
-                    Ok(info) => match info.leader {
-                        Some(l) if l != self.me => return Step::Forward(l),
-                        _ => return Step::Retry("the stream has no leader yet".into()),
-                    },
-                    Err(e) => return self.stream_error(e),
+                if let Some(step) = self.unless_leader(name) {
+                    return step;
                 }
                 match op {
                     Op::GetMsg { seq, .. } => self.read_here(name, *seq),
@@ -429,18 +424,23 @@ impl Driver {
         }
     }
 
+    /// `None` if this node leads stream `name`; else where the request goes instead.
+    fn unless_leader(&self, name: &str) -> Option<Step> {
+        match self.node.stream_leader(name) {
+            Ok((Role::Leader, _)) => None,
+            Ok((_, Some(l))) if l != self.me => Some(Step::Forward(l)),
+            Ok(_) => Some(Step::Retry("the stream has no leader yet".into())),
+            Err(e) => Some(self.stream_error(e)),
+        }
+    }
+
     fn consumer_op(&mut self, stream: &str, op: &ConsumerOp, now: MonoTime) -> Step {
         let Some(def) = self.def(stream) else {
             return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
         };
         // Reads and waits happen on the leader: it holds every applied ack and delivery.
-        match self.node.stream_info(stream) {
-            Ok(info) if info.role == Role::Leader => {}
-            Ok(info) => match info.leader {
-                Some(l) if l != self.me => return Step::Forward(l),
-                _ => return Step::Retry("the stream has no leader yet".into()),
-            },
-            Err(e) => return self.stream_error(e),
+        if let Some(step) = self.unless_leader(stream) {
+            return step;
         }
         let wall = self.wall_ns();
         let result = match op {
@@ -497,7 +497,7 @@ impl Driver {
 
     fn consumer_view(&self, def: &StreamDef, name: &str) -> Option<ConsumerView> {
         let info = self.node.consumer_info(&def.config.name, name).ok().flatten()?;
-        let leader = self.node.stream_info(&def.config.name).ok().and_then(|i| i.leader);
+        let leader = self.node.stream_leader(&def.config.name).ok().and_then(|(_, l)| l);
         Some(ConsumerView { stream: def.config.name.clone(), info, leader, peers: def.peers.clone() })
     }
 
@@ -513,7 +513,7 @@ impl Driver {
                 continue;
             }
             let key = (p.stream.clone(), p.name.clone());
-            let leader_here = self.node.stream_info(&p.stream).is_ok_and(|i| i.role == Role::Leader);
+            let leader_here = self.node.stream_leader(&p.stream).is_ok_and(|(role, _)| role == Role::Leader);
             let ready = !leader_here || self.node.consumer_has_work(&p.stream, &p.name, wall);
             if !ready || released.contains(&key) {
                 self.pulls.push_back(p);

@@ -900,6 +900,14 @@ impl<D: Disk> Node<D> {
         })
     }
 
+    /// This replica's Raft role in stream `name` and the leader it knows: what the driver
+    /// needs on every request and waiting pull, without building a whole `stream_info`.
+    pub fn stream_leader(&self, name: &str) -> Result<(Role, Option<NodeId>), ClientError> {
+        let id = self.local_group(name)?;
+        let r = &self.streams[&id].group.raft;
+        Ok((r.role(), r.leader()))
+    }
+
     /// The message at `seq` in this node's replica (`None`: deleted, purged or not yet
     /// applied here). Refused while the replica is catching up: its store has holes then.
     pub fn get_message(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, ClientError> {
