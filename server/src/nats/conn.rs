@@ -174,12 +174,14 @@ pub async fn serve(stream: TcpStream, ctx: Context) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     let mut verbose = false;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut fatal = false;
     'conn: loop {
         loop {
             match proto::parse(&mut buf, MAX_PAYLOAD_BYTES) {
                 Ok(Some(op)) => {
                     if let Err(e) = handle(op, &ctx, &shared, &in_flight, &mut verbose).await {
                         shared.send(Bytes::from(format!("-ERR '{e}'\r\n")));
+                        fatal = true;
                         break 'conn;
                     }
                     if verbose {
@@ -190,6 +192,7 @@ pub async fn serve(stream: TcpStream, ctx: Context) {
                 Err(e) => {
                     tracing::debug!(error = ?e, "protocol error; closing");
                     shared.send(Bytes::from(format!("-ERR '{e}'\r\n")));
+                    fatal = true;
                     break 'conn;
                 }
             }
@@ -210,6 +213,31 @@ pub async fn serve(stream: TcpStream, ctx: Context) {
     // Let the answers already queued (an -ERR) go out, then close.
     drop(shared);
     let _ = writer.await;
+    if fatal {
+        linger(&mut rd, buf).await;
+    }
+}
+
+/// How long a connection closed for a protocol error keeps reading after its `-ERR` and FIN.
+const LINGER_MS: u64 = 500;
+
+/// Reads and discards the client's input until it closes, for at most `LINGER_MS`.
+///
+/// Closing a socket whose input is unread makes the kernel send an RST instead of a FIN, and it
+/// discards what was still queued to send. On loopback the RST can even overtake the data, so the
+/// client sees `connection reset` without the INFO and `-ERR` that explain why. The write half is
+/// already shut down here, so the client has its FIN and is expected to close.
+async fn linger(rd: &mut tokio::net::tcp::OwnedReadHalf, mut scratch: BytesMut) {
+    let drain = async {
+        loop {
+            scratch.clear();
+            match rd.read_buf(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(LINGER_MS), drain).await;
 }
 
 async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {

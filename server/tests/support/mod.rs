@@ -69,6 +69,7 @@ impl Cluster {
             .map(|(_, p)| format!("{}={}", p.name, p.cluster))
             .collect();
         let node = &self.nodes[i];
+        let starts_before = starts_logged(&node.log);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["server", "--name", &node.name, "--client", &node.client, "--cluster", &node.cluster])
@@ -86,7 +87,28 @@ impl Cluster {
             .spawn()
             .expect("start sluice server");
         self.nodes[i].child = Some(child);
-        wait_for_port(&self.nodes[i].client, Duration::from_secs(20), &self.nodes[i].log);
+        self.wait_started(i, starts_before, Duration::from_secs(20));
+    }
+
+    /// Waits until node `i` logs that it started (it has bound its ports by then) and accepts a
+    /// connection.
+    ///
+    /// A bare connect is not proof: ports come from `free_port`, which releases the port it
+    /// found, so a test running alongside can bind the same port for a moment, answer the
+    /// probe, and leave the test talking to a listener that then vanishes.
+    fn wait_started(&mut self, i: usize, starts_before: usize, timeout: Duration) {
+        let node = &mut self.nodes[i];
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{} exited at start-up ({status}); log:\n{}", node.name, tail(&node.log, 40));
+            }
+            if starts_logged(&node.log) > starts_before && std::net::TcpStream::connect(&node.client).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not start within {timeout:?}; log:\n{}", node.name, tail(&node.log, 40));
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -125,13 +147,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-pub fn wait_for_port(addr: &str, timeout: Duration, log: &Path) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {addr} after {timeout:?}; log:\n{}", tail(log, 40));
+/// How many times a node's log says it started (logs are appended to across restarts).
+fn starts_logged(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("sluice server started").count()
 }
