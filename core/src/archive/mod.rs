@@ -5,11 +5,13 @@
 //!
 //! 1. `manifest.json`: format name and version, the stream's config and its state when the
 //!    backup started (first and last sequence, message count and bytes);
-//! 2. `messages/<n>.rec`, n = 0, 1, ...: records of stored messages in increasing sequence
+//! 2. `consumers/<n>.bin`, n = 0, 1, ... (at most `CONSUMERS_MAX`): each one consumer with
+//!    its state, as `Consumers::export` encodes it;
+//! 3. `messages/<n>.rec`, n = 0, 1, ...: records of stored messages in increasing sequence
 //!    order, at most `CHUNK_BYTES_MAX` per member, so neither side ever holds more than one
 //!    chunk of the stream in memory (tar needs a member's size before its content);
-//! 3. `end.json`: the message count, the last sequence, and a CRC-32C over the manifest's
-//!    bytes and every record's bytes, in order. Its absence means the archive was cut.
+//! 4. `end.json`: the message count, the last sequence, and a CRC-32C over the bytes of
+//!    every member before it, in order. Its absence means the archive was cut.
 //!
 //! Record (little-endian): `seq u64`, `timestamp_ns i64`, `subject_len u16`,
 //! `headers_len u32`, `payload_len u32`, then subject, headers, payload. See docs/archive.md.
@@ -19,12 +21,14 @@
 //! member type but a regular file are refused, sequences must increase and stay within the
 //! manifest's range, and every error names the member and the offset in it.
 
+mod chunker;
 mod read;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
+pub use chunker::RestoreChunker;
 pub use read::{ArchiveItem, ArchiveReader};
 pub use write::ArchiveWriter;
 
@@ -39,6 +43,10 @@ pub const MANIFEST_MEMBER: &str = "manifest.json";
 pub const END_MEMBER: &str = "end.json";
 pub const CHUNK_PREFIX: &str = "messages/";
 pub const CHUNK_SUFFIX: &str = ".rec";
+pub const CONSUMER_PREFIX: &str = "consumers/";
+pub const CONSUMER_SUFFIX: &str = ".bin";
+/// Largest consumer member: one consumer at its longest config and fullest pending map.
+pub const CONSUMER_MEMBER_BYTES_MAX: usize = crate::stream::consumer::CONSUMER_EXPORT_BYTES_MAX;
 
 /// A chunk member is cut once it reaches this size; one record may take it beyond, up to
 /// `CHUNK_BYTES_MAX`.
@@ -143,4 +151,9 @@ impl std::error::Error for ArchiveError {}
 /// The name of chunk member `n`.
 pub(crate) fn chunk_name(n: u64) -> String {
     format!("{CHUNK_PREFIX}{n:010}{CHUNK_SUFFIX}")
+}
+
+/// The name of consumer member `n`.
+pub(crate) fn consumer_member_name(n: u64) -> String {
+    format!("{CONSUMER_PREFIX}{n:010}{CONSUMER_SUFFIX}")
 }

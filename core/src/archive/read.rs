@@ -2,17 +2,21 @@
 //! more than one chunk member (at most `CHUNK_BYTES_MAX`) is in memory at a time.
 
 use super::{
-    chunk_name, ArchiveError, EndMarker, Manifest, CHUNK_BYTES_MAX, END_MEMBER, FORMAT_NAME, FORMAT_VERSION,
-    JSON_MEMBER_BYTES_MAX, MANIFEST_MEMBER, MESSAGE_BYTES_MAX, RECORD_HEADER_BYTES,
+    chunk_name, consumer_member_name, ArchiveError, EndMarker, Manifest, CHUNK_BYTES_MAX, CONSUMER_MEMBER_BYTES_MAX,
+    END_MEMBER, FORMAT_NAME, FORMAT_VERSION, JSON_MEMBER_BYTES_MAX, MANIFEST_MEMBER, MESSAGE_BYTES_MAX,
+    RECORD_HEADER_BYTES,
 };
 use crate::store::{StoredMessage, SUBJECT_BYTES_MAX};
+use crate::stream::consumer::Consumers;
 use bytes::Bytes;
 use std::io::Read;
 
-/// What the reader hands out, in archive order: the manifest, then each message.
+/// What the reader hands out, in archive order: the manifest, each consumer, each message.
 #[derive(Debug)]
 pub enum ArchiveItem {
     Manifest(Manifest),
+    /// One consumer with its state (`Consumers::export` bytes, already checked to decode).
+    Consumer(Bytes),
     Message(StoredMessage),
 }
 
@@ -34,6 +38,8 @@ impl ArchiveReader {
         let mut crc = 0u32;
         let (mut msgs, mut last_seq) = (0u64, 0u64);
         let mut next_chunk = 0u64;
+        // Decoding each consumer here checks its bytes, its name's uniqueness and the count.
+        let mut consumers = Consumers::new();
         loop {
             let Some(entry) = entries.next() else {
                 let member = if state.is_none() { MANIFEST_MEMBER } else { END_MEMBER };
@@ -45,14 +51,24 @@ impl ArchiveReader {
                 return Err(ArchiveError::invalid(&name, 0, "not a regular file member"));
             }
             let size = entry.header().size().map_err(|e| ArchiveError::invalid(&name, 0, e.to_string()))?;
+            let consumer_next = consumer_member_name(consumers.len() as u64);
             let expected = match state {
-                None => MANIFEST_MEMBER.to_owned(),
-                Some(_) => chunk_name(next_chunk),
+                None => vec![MANIFEST_MEMBER.to_owned()],
+                // Consumers only before the first chunk of messages.
+                Some(_) if next_chunk == 0 => vec![consumer_next.clone(), chunk_name(0), END_MEMBER.to_owned()],
+                Some(_) => vec![chunk_name(next_chunk), END_MEMBER.to_owned()],
             };
-            let bound = if name.ends_with(".json") { JSON_MEMBER_BYTES_MAX } else { CHUNK_BYTES_MAX };
-            if name != expected && !(state.is_some() && name == END_MEMBER) {
+            if !expected.contains(&name) {
+                let expected = expected.join(" or ");
                 return Err(ArchiveError::invalid(&name, 0, format!("unexpected member; expected {expected}")));
             }
+            let bound = if name.ends_with(".json") {
+                JSON_MEMBER_BYTES_MAX
+            } else if name == consumer_next {
+                CONSUMER_MEMBER_BYTES_MAX
+            } else {
+                CHUNK_BYTES_MAX
+            };
             if size > bound as u64 {
                 return Err(ArchiveError::invalid(&name, 0, format!("{size} bytes exceeds the bound of {bound}")));
             }
@@ -87,6 +103,11 @@ impl ArchiveReader {
                         return Err(ArchiveError::invalid(END_MEMBER, 0, format!("followed by {what}")));
                     }
                     return Ok(end);
+                }
+                Some(_) if name == consumer_next => {
+                    crc = crc32c::crc32c_append(crc, &data);
+                    consumers.import(&data).map_err(|reason| ArchiveError::invalid(&name, 0, reason))?;
+                    on_item(ArchiveItem::Consumer(data)).map_err(|reason| ArchiveError::invalid(&name, 0, reason))?;
                 }
                 Some(s) => {
                     crc = crc32c::crc32c_append(crc, &data);

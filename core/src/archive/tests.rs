@@ -47,11 +47,77 @@ fn read(bytes: &[u8]) -> Result<(Manifest, Vec<StoredMessage>, EndMarker), Archi
     let end = ArchiveReader::read(bytes, |item| {
         match item {
             ArchiveItem::Manifest(m) => manifest = Some(m),
+            ArchiveItem::Consumer(_) => {}
             ArchiveItem::Message(m) => out.push(m),
         }
         Ok(())
     })?;
     Ok((manifest.expect("the manifest comes first"), out, end))
+}
+
+/// Two consumers with state, as `Consumers::export` gives them.
+fn consumer_exports() -> Vec<Vec<u8>> {
+    use crate::stream::consumer::{ConsumerConfig, Consumers};
+    let mut cs = Consumers::new();
+    let state = crate::store::StreamState { first_seq: 5, last_seq: 1000, msgs: 0, bytes: 0, num_deleted: 0 };
+    for name in ["A", "B"] {
+        cs.create(ConsumerConfig::new(name), state, 42).unwrap();
+    }
+    cs.names().map(|n| cs.export(n).unwrap()).collect()
+}
+
+#[test]
+fn consumers_travel_before_the_messages_and_are_checked() {
+    let exports = consumer_exports();
+    let ms = messages(10);
+    let mut out = Vec::new();
+    let mut w = ArchiveWriter::new(&mut out, manifest(5, 1000, ms.len() as u64)).unwrap();
+    for c in &exports {
+        w.push_consumer(c).unwrap();
+    }
+    w.push(&ms[0]).unwrap();
+    assert!(w.push_consumer(&exports[0]).is_err(), "a consumer after a message");
+    for m in &ms[1..] {
+        w.push(m).unwrap();
+    }
+    w.finish().unwrap();
+    let mut got = Vec::new();
+    let mut msgs = 0;
+    ArchiveReader::read(&out[..], |item| {
+        match item {
+            ArchiveItem::Consumer(c) => {
+                assert_eq!(msgs, 0, "consumers come first");
+                got.push(c.to_vec());
+            }
+            ArchiveItem::Message(_) => msgs += 1,
+            ArchiveItem::Manifest(_) => {}
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((got, msgs), (exports.clone(), ms.len()));
+
+    // Hostile: a duplicate name, bytes that are not a consumer, one after the messages,
+    // and a declared size past the bound; each names the member.
+    let m = manifest_json(FORMAT_VERSION);
+    let c0 = consumer_member_name(0);
+    let c1 = consumer_member_name(1);
+    let m0 = chunk_name(0);
+    let cases: Vec<(Vec<(&str, &[u8])>, &str, &str)> = vec![
+        (vec![(MANIFEST_MEMBER, &m), (&c0, &exports[0]), (&c1, &exports[0])], &c1, "exists"),
+        (vec![(MANIFEST_MEMBER, &m), (&c0, b"\x05\x00\x00\x00junk")], &c0, "archived consumer"),
+        (vec![(MANIFEST_MEMBER, &m), (&m0, b""), (&c0, &exports[0])], &c0, "unexpected member"),
+    ];
+    for (members, member, needle) in cases {
+        let archive = raw_archive(&members);
+        match ArchiveReader::read(&archive[..], |_| Ok(())) {
+            Err(ArchiveError::Invalid { member: got, reason, .. }) => {
+                assert_eq!(got, member, "{reason}");
+                assert!(reason.contains(needle), "{member}: {reason}");
+            }
+            other => panic!("{member}: {other:?}"),
+        }
+    }
 }
 
 /// An archive built member by member, for hostile cases.

@@ -1,10 +1,11 @@
 //! The streaming writer: one chunk of records in memory at a time.
 
 use super::{
-    chunk_name, ArchiveError, EndMarker, Manifest, CHUNK_TARGET_BYTES, END_MEMBER, MANIFEST_MEMBER, MESSAGE_BYTES_MAX,
-    RECORD_HEADER_BYTES,
+    chunk_name, consumer_member_name, ArchiveError, EndMarker, Manifest, CHUNK_TARGET_BYTES, CONSUMER_MEMBER_BYTES_MAX,
+    END_MEMBER, MANIFEST_MEMBER, MESSAGE_BYTES_MAX, RECORD_HEADER_BYTES,
 };
 use crate::store::{StoredMessage, SUBJECT_BYTES_MAX};
+use crate::stream::consumer::CONSUMERS_MAX;
 use std::io::Write;
 
 pub struct ArchiveWriter<W: Write> {
@@ -12,6 +13,7 @@ pub struct ArchiveWriter<W: Write> {
     state: super::ArchivedState,
     chunk: Vec<u8>,
     chunks_written: u64,
+    consumers_written: u64,
     crc32c: u32,
     msgs: u64,
     last_seq: u64,
@@ -35,12 +37,28 @@ impl<W: Write> ArchiveWriter<W> {
             state,
             chunk: Vec::new(),
             chunks_written: 0,
+            consumers_written: 0,
             crc32c: crc32c::crc32c(&json),
             msgs: 0,
             last_seq: 0,
         };
         w.member(MANIFEST_MEMBER, &json)?;
         Ok(w)
+    }
+
+    /// Appends a consumer (`Consumers::export` bytes). Consumers come before any message.
+    pub fn push_consumer(&mut self, consumer: &[u8]) -> Result<(), ArchiveError> {
+        let name = consumer_member_name(self.consumers_written);
+        if self.msgs > 0 || self.chunks_written > 0 {
+            return Err(ArchiveError::invalid(&name, 0, "consumers go before the messages"));
+        }
+        if self.consumers_written >= CONSUMERS_MAX as u64 || consumer.len() > CONSUMER_MEMBER_BYTES_MAX {
+            return Err(ArchiveError::invalid(&name, 0, "beyond the archive's bounds on consumers"));
+        }
+        self.member(&name, consumer)?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, consumer);
+        self.consumers_written += 1;
+        Ok(())
     }
 
     /// Appends a message. Sequences must increase and lie within the manifest's range.

@@ -26,8 +26,22 @@ pub const META_SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaEntry {
-    CreateStream { config: StreamConfig, peers: Vec<NodeId> },
-    DeleteStream { name: String },
+    CreateStream {
+        config: StreamConfig,
+        peers: Vec<NodeId>,
+    },
+    /// Deletes the stream; with `group`, only if the stream is still that group (a failed
+    /// restore removing what it created). Old entries have no `group` field.
+    DeleteStream {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
+    },
+    /// Creates a stream for a restore: refused if the name exists, whatever its config.
+    RestoreStream {
+        config: StreamConfig,
+        peers: Vec<NodeId>,
+    },
 }
 
 impl MetaEntry {
@@ -97,7 +111,10 @@ impl MetaState {
             Err(reason) => return reject(reason),
         };
         match entry {
-            MetaEntry::CreateStream { config, peers } => {
+            MetaEntry::RestoreStream { config, .. } if self.streams.contains_key(&config.name) => {
+                reject(format!("stream {:?} exists; a restore does not write into an existing stream", config.name))
+            }
+            MetaEntry::CreateStream { config, peers } | MetaEntry::RestoreStream { config, peers } => {
                 if let Err(e) = config.validate() {
                     return reject(e.to_string());
                 }
@@ -117,8 +134,12 @@ impl MetaState {
                 self.streams.insert(def.config.name.clone(), def);
                 MetaOutcome::Created { group: index }
             }
-            MetaEntry::DeleteStream { name } => match self.streams.remove(&name) {
-                Some(def) => MetaOutcome::Deleted { group: def.group },
+            MetaEntry::DeleteStream { name, group } => match self.streams.get(&name) {
+                Some(def) if group.is_none_or(|g| g == def.group) => {
+                    let def = self.streams.remove(&name).expect("just found");
+                    MetaOutcome::Deleted { group: def.group }
+                }
+                Some(_) => reject(format!("stream {name:?} is another stream than the one to delete")),
                 None => reject(format!("no stream named {name:?}")),
             },
         }
@@ -195,13 +216,32 @@ mod tests {
         other.subjects = vec!["x".into()];
         let conflicting = MetaEntry::CreateStream { config: other, peers: vec![1, 2, 3] }.encode();
         assert!(matches!(m.apply(7, &conflicting), MetaOutcome::Rejected { .. }));
-        let delete = MetaEntry::DeleteStream { name: "orders".into() }.encode();
+        let delete = MetaEntry::DeleteStream { name: "orders".into(), group: None }.encode();
         assert_eq!(m.apply(8, &delete), MetaOutcome::Deleted { group: 5 });
         assert!(matches!(m.apply(9, &delete), MetaOutcome::Rejected { .. }));
         // Created again: a new group.
         assert_eq!(m.apply(10, &create), MetaOutcome::Created { group: 10 });
         let decoded = MetaState::decode(&m.encode()).unwrap();
         assert_eq!(decoded, m);
+    }
+
+    /// A restore never lands in an existing stream, even one with the same config, and its
+    /// clean-up removes only the stream it created.
+    #[test]
+    fn restores_create_only_new_streams_and_clean_up_only_their_own() {
+        let mut m = MetaState::default();
+        let create = MetaEntry::CreateStream { config: config("orders"), peers: vec![1] }.encode();
+        let restore = MetaEntry::RestoreStream { config: config("orders"), peers: vec![1] }.encode();
+        assert_eq!(m.apply(3, &create), MetaOutcome::Created { group: 3 });
+        assert!(matches!(m.apply(4, &restore), MetaOutcome::Rejected { reason } if reason.contains("exists")));
+        let abandon = |group| MetaEntry::DeleteStream { name: "orders".into(), group: Some(group) }.encode();
+        assert!(matches!(m.apply(5, &abandon(4)), MetaOutcome::Rejected { .. }));
+        assert_eq!(m.apply(6, &abandon(3)), MetaOutcome::Deleted { group: 3 });
+        assert_eq!(m.apply(7, &restore), MetaOutcome::Created { group: 7 });
+        // An entry from before `group` existed decodes, and encodes without it.
+        let old = br#"{"DeleteStream":{"name":"orders"}}"#;
+        assert_eq!(MetaEntry::decode(old).unwrap().encode(), old.to_vec());
+        assert_eq!(m.apply(8, old), MetaOutcome::Deleted { group: 7 });
     }
 
     #[test]

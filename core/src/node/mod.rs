@@ -159,6 +159,12 @@ pub enum Reply {
     Acked {
         pending: bool,
     },
+    /// A restore chunk written (see `ApplyOutcome::Restored`).
+    Restored {
+        last_seq: u64,
+        stored: u64,
+        expired: u64,
+    },
     /// The entry committed and every replica refused it the same way.
     Rejected {
         reason: String,
@@ -181,6 +187,7 @@ impl Reply {
             ApplyOutcome::ConsumerDeleted { name } => Reply::ConsumerDeleted { name },
             ApplyOutcome::Delivered { deliveries, num_pending } => Reply::Delivered { deliveries, num_pending },
             ApplyOutcome::Acked { pending } => Reply::Acked { pending },
+            ApplyOutcome::Restored { last_seq, stored, expired } => Reply::Restored { last_seq, stored, expired },
         }
     }
 }
@@ -576,7 +583,83 @@ impl<D: Disk> Node<D> {
         if self.meta_state.get(name).is_none() {
             return Err(ClientError::NoSuchStream { name: name.into() });
         }
-        self.propose_meta(now, MetaEntry::DeleteStream { name: name.into() })
+        self.propose_meta(now, MetaEntry::DeleteStream { name: name.into(), group: None })
+    }
+
+    // ----- backup and restore ---------------------------------------------------------
+    // docs/archive.md: a restore creates the stream with `restore_stream`, writes the
+    // archive's messages as `restore_chunk`s and its consumers as `restore_consumer`s, and on
+    // any failure removes the stream it created with `abandon_restore`.
+
+    /// Like `create_stream`, but refused if a stream of that name exists, whatever its
+    /// configuration: a restore never writes into a stream it did not create.
+    pub fn restore_stream(
+        &mut self,
+        now: MonoTime,
+        config: StreamConfig,
+        replicas: usize,
+    ) -> Result<RequestId, ClientError> {
+        let invalid = |reason: String| Err(ClientError::InvalidRequest { reason });
+        if let Err(e) = config.validate() {
+            return invalid(e.to_string());
+        }
+        let voters = &self.meta.raft.membership().voters;
+        let Some(peers) = meta::place(voters, replicas, self.meta_state.streams().count()) else {
+            return invalid(format!(
+                "{replicas} replicas on a cluster of {} nodes; a stream has 1, 3 or 5",
+                voters.len()
+            ));
+        };
+        self.propose_meta(now, MetaEntry::RestoreStream { config, peers })
+    }
+
+    /// Deletes stream `name` only if it is still group `group` (the one a failed restore
+    /// created), so an abandoned restore never removes a stream made since under that name.
+    pub fn abandon_restore(&mut self, now: MonoTime, name: &str, group: GroupId) -> Result<RequestId, ClientError> {
+        if self.meta_state.get(name).is_none_or(|d| d.group != group) {
+            return Err(ClientError::NoSuchStream { name: name.into() });
+        }
+        self.propose_meta(now, MetaEntry::DeleteStream { name: name.into(), group: Some(group) })
+    }
+
+    /// Writes an encoded `CatchupChunk` of archived messages into stream `name`; answered
+    /// with `Reply::Restored`. Must be sent to the stream's leader.
+    pub fn restore_chunk(
+        &mut self,
+        now: MonoTime,
+        wall_ns: i64,
+        name: &str,
+        chunk: Bytes,
+    ) -> Result<RequestId, ClientError> {
+        self.propose_timed(now, wall_ns, name, move |ts| StreamEntry::Restore { now_wall_ns: ts, chunk })
+    }
+
+    /// Adds an archived consumer (`Consumers::export` bytes); answered with
+    /// `Reply::ConsumerCreated`.
+    pub fn restore_consumer(&mut self, now: MonoTime, name: &str, consumer: Bytes) -> Result<RequestId, ClientError> {
+        self.propose_stream_entry(now, name, StreamEntry::ConsumerRestore { consumer })
+    }
+
+    /// A backup's read of `from_seq..=to_seq` on this replica: its messages (about
+    /// `max_bytes`, at least one) and gaps, as a catch-up chunk that may end before `to_seq`.
+    /// `Ok(None)` if the replica does not hold `to_seq` yet.
+    pub fn backup_chunk(
+        &self,
+        name: &str,
+        from_seq: u64,
+        to_seq: u64,
+        max_bytes: u64,
+    ) -> Result<Option<crate::stream::CatchupChunk>, ClientError> {
+        let id = self.local_group(name)?;
+        let req = crate::stream::CatchupRequest { from_seq, to_seq, max_bytes };
+        req.validate().map_err(|e| ClientError::InvalidRequest { reason: e.to_string() })?;
+        self.streams[&id].machine.serve_catchup(&req).map_err(|e| ClientError::Unavailable { reason: e.to_string() })
+    }
+
+    /// Consumer `consumer` with its state, as a backup archives it.
+    pub fn consumer_export(&self, name: &str, consumer: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let id = self.local_group(name)?;
+        Ok(self.streams[&id].machine.consumers().export(consumer))
     }
 
     fn propose_meta(&mut self, now: MonoTime, entry: MetaEntry) -> Result<RequestId, ClientError> {

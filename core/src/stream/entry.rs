@@ -1,5 +1,6 @@
 //! The payload of a stream's Raft log entry (opaque bytes to Raft): publish, delete, purge,
-//! expire, and the consumer operations (create, delete, next, ack). Pure encode/decode; layout in docs/streams.md next to `golden_entries`.
+//! expire, the consumer operations (create, delete, next, ack) and the two restore entries
+//! (a chunk of archived messages, an archived consumer). Pure encode/decode; layout in docs/streams.md next to `golden_entries`.
 //!
 //! The decoder bounds every length before it slices (nothing is allocated from a declared
 //! length: [`EntryRef`] borrows the input), rejects unknown versions, kinds, flags and
@@ -7,7 +8,7 @@
 //! decoding error is a deterministic refusal, not a local fault.
 
 use super::config::STREAM_NAME_BYTES_MAX;
-use super::consumer::{AckKind, ConsumerConfig, CONSUMER_CONFIG_BYTES_MAX};
+use super::consumer::{AckKind, ConsumerConfig, CONSUMER_CONFIG_BYTES_MAX, CONSUMER_EXPORT_BYTES_MAX};
 use super::wire::{check_seq, Reader};
 use crate::format::FormatError;
 use crate::store::{MSG_SIZE_BYTES_LIMIT, SUBJECT_BYTES_MAX};
@@ -24,6 +25,8 @@ const KIND_CONSUMER_CREATE: u8 = 5;
 const KIND_CONSUMER_DELETE: u8 = 6;
 const KIND_CONSUMER_NEXT: u8 = 7;
 const KIND_CONSUMER_ACK: u8 = 8;
+const KIND_RESTORE: u8 = 9;
+const KIND_CONSUMER_RESTORE: u8 = 10;
 /// The ack kind travels in the flags byte of a consumer-ack entry.
 const ACK_ACK: u8 = 1;
 const ACK_NAK: u8 = 2;
@@ -36,6 +39,13 @@ const FLAG_PURGE_BEFORE: u8 = 1;
 /// Largest encoded entry: a publish with every field at its bound.
 pub const ENTRY_BYTES_MAX: usize =
     PUBLISH_FIXED_BYTES + MSG_ID_BYTES_MAX + SUBJECT_BYTES_MAX + MSG_SIZE_BYTES_LIMIT as usize;
+/// Bytes of a restore entry besides its chunk.
+const RESTORE_FIXED_BYTES: usize = 4 + 8 + 4;
+/// Largest catch-up chunk a restore entry carries: whatever fits the entry bound, which is
+/// one largest message and more (a chunk's header and one message's fixed part are smaller
+/// than a publish's fixed part and message id).
+pub const RESTORE_CHUNK_BYTES_MAX: usize = ENTRY_BYTES_MAX - RESTORE_FIXED_BYTES;
+const _: () = assert!(CONSUMER_EXPORT_BYTES_MAX + 8 <= ENTRY_BYTES_MAX, "a consumer export fits one entry");
 
 /// What a purge removes. Applied at the same log position on every replica, so "all" means
 /// the same sequences everywhere.
@@ -96,6 +106,18 @@ pub enum StreamEntry {
         seq: u64,
         kind: AckKind,
     },
+    /// Part of a restore from an archive: an encoded `CatchupChunk` (messages with their
+    /// original sequences and timestamps, gaps for the rest of its range) that must start
+    /// right after the stream's last sequence. `now_wall_ns` (the leader's clock) decides
+    /// which messages expired while archived.
+    Restore {
+        now_wall_ns: i64,
+        chunk: Bytes,
+    },
+    /// A consumer with its state, as `Consumers::export` encodes it, from an archive.
+    ConsumerRestore {
+        consumer: Bytes,
+    },
 }
 
 impl StreamEntry {
@@ -126,6 +148,8 @@ pub enum EntryRef<'a> {
     ConsumerDelete { name: &'a [u8] },
     ConsumerNext { now_wall_ns: i64, name: &'a [u8], batch: u32, max_bytes: u32 },
     ConsumerAck { now_wall_ns: i64, name: &'a [u8], seq: u64, kind: AckKind },
+    Restore { now_wall_ns: i64, chunk: &'a [u8] },
+    ConsumerRestore { consumer: &'a [u8] },
 }
 
 impl StreamEntry {
@@ -152,6 +176,8 @@ impl StreamEntry {
             StreamEntry::ConsumerAck { now_wall_ns, name, seq, kind } => {
                 EntryRef::ConsumerAck { now_wall_ns: *now_wall_ns, name, seq: *seq, kind: *kind }
             }
+            StreamEntry::Restore { now_wall_ns, chunk } => EntryRef::Restore { now_wall_ns: *now_wall_ns, chunk },
+            StreamEntry::ConsumerRestore { consumer } => EntryRef::ConsumerRestore { consumer },
         }
     }
 
@@ -192,6 +218,12 @@ impl<'a> EntryRef<'a> {
             }
             EntryRef::ConsumerAck { now_wall_ns, name, seq, kind } => {
                 StreamEntry::ConsumerAck { now_wall_ns, name: Bytes::copy_from_slice(name), seq, kind }
+            }
+            EntryRef::Restore { now_wall_ns, chunk } => {
+                StreamEntry::Restore { now_wall_ns, chunk: Bytes::copy_from_slice(chunk) }
+            }
+            EntryRef::ConsumerRestore { consumer } => {
+                StreamEntry::ConsumerRestore { consumer: Bytes::copy_from_slice(consumer) }
             }
         }
     }
@@ -284,6 +316,19 @@ impl<'a> EntryRef<'a> {
                 out.extend_from_slice(&delay_ns.to_le_bytes());
                 put_name(out, name);
             }
+            EntryRef::Restore { now_wall_ns, chunk } => {
+                check_blob_length(chunk.len(), RESTORE_CHUNK_BYTES_MAX)?;
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_RESTORE, 0, 0]);
+                out.extend_from_slice(&now_wall_ns.to_le_bytes());
+                out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+                out.extend_from_slice(chunk);
+            }
+            EntryRef::ConsumerRestore { consumer } => {
+                check_blob_length(consumer.len(), CONSUMER_EXPORT_BYTES_MAX)?;
+                out.extend_from_slice(&[ENTRY_VERSION, KIND_CONSUMER_RESTORE, 0, 0]);
+                out.extend_from_slice(&(consumer.len() as u32).to_le_bytes());
+                out.extend_from_slice(consumer);
+            }
         }
         Ok(())
     }
@@ -307,7 +352,13 @@ impl<'a> EntryRef<'a> {
         let allowed_flags = match kind {
             KIND_PUBLISH => FLAG_EXPECTED_LAST_SEQ,
             KIND_PURGE => FLAG_PURGE_BEFORE,
-            KIND_DELETE | KIND_EXPIRE | KIND_CONSUMER_CREATE | KIND_CONSUMER_DELETE | KIND_CONSUMER_NEXT => 0,
+            KIND_DELETE
+            | KIND_EXPIRE
+            | KIND_CONSUMER_CREATE
+            | KIND_CONSUMER_DELETE
+            | KIND_CONSUMER_NEXT
+            | KIND_RESTORE
+            | KIND_CONSUMER_RESTORE => 0,
             KIND_CONSUMER_ACK => 0xff, // the ack kind, checked below
             _ => return Err(FormatError::BadField { field: "entry kind", value: u64::from(kind) }),
         };
@@ -393,11 +444,32 @@ impl<'a> EntryRef<'a> {
                 };
                 EntryRef::ConsumerAck { now_wall_ns, seq, kind, name: take_name(&mut r)? }
             }
+            KIND_RESTORE => {
+                let now_wall_ns = r.i64()?;
+                let len = r.u32()? as usize;
+                check_blob_length(len, RESTORE_CHUNK_BYTES_MAX)?;
+                EntryRef::Restore { now_wall_ns, chunk: r.take(len)? }
+            }
+            KIND_CONSUMER_RESTORE => {
+                let len = r.u32()? as usize;
+                check_blob_length(len, CONSUMER_EXPORT_BYTES_MAX)?;
+                EntryRef::ConsumerRestore { consumer: r.take(len)? }
+            }
             _ => unreachable!("kinds checked above"),
         };
         r.finish()?;
         Ok(entry)
     }
+}
+
+fn check_blob_length(len: usize, max: usize) -> Result<(), FormatError> {
+    if len == 0 {
+        return Err(FormatError::LengthTooSmall { declared_bytes: 0, min_bytes: 1 });
+    }
+    if len > max {
+        return Err(FormatError::LengthTooLarge { declared_bytes: len as u64, max_bytes: max as u64 });
+    }
+    Ok(())
 }
 
 fn check_name_length(len: usize) -> Result<(), FormatError> {
@@ -502,6 +574,11 @@ mod tests {
                 },
                 concat!("01080200", "0500000000000000", "0600000000000000", "0700000000000000", "0100", "63"),
             ),
+            (
+                StreamEntry::Restore { now_wall_ns: 8, chunk: Bytes::from_static(b"ck") },
+                concat!("01090000", "0800000000000000", "02000000", "636b"),
+            ),
+            (StreamEntry::ConsumerRestore { consumer: Bytes::from_static(b"c") }, concat!("010a0000", "01000000", "63")),
         ];
         for (entry, golden) in cases {
             let bytes = entry.encode().unwrap();
@@ -556,8 +633,18 @@ mod tests {
         bad[0] = 2;
         assert_eq!(StreamEntry::decode(&bad), Err(FormatError::UnsupportedVersion { version: 2 }));
         let mut bad = good.clone();
-        bad[1] = 9;
-        assert_eq!(StreamEntry::decode(&bad), Err(FormatError::BadField { field: "entry kind", value: 9 }));
+        bad[1] = 11;
+        assert_eq!(StreamEntry::decode(&bad), Err(FormatError::BadField { field: "entry kind", value: 11 }));
+        // Restore entries: an empty or oversized body is refused on both sides.
+        assert!(StreamEntry::Restore { now_wall_ns: 0, chunk: Bytes::new() }.encode().is_err());
+        let huge = Bytes::from(vec![0; RESTORE_CHUNK_BYTES_MAX + 1]);
+        assert!(matches!(
+            StreamEntry::Restore { now_wall_ns: 0, chunk: huge }.encode(),
+            Err(FormatError::LengthTooLarge { .. })
+        ));
+        let mut hostile = StreamEntry::ConsumerRestore { consumer: Bytes::from_static(b"c") }.encode().unwrap();
+        hostile[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(StreamEntry::decode(&hostile), Err(FormatError::LengthTooLarge { .. })));
         let mut bad = good;
         bad[2] = 3;
         assert_eq!(StreamEntry::decode(&bad), Err(FormatError::BadField { field: "entry flags", value: 3 }));
@@ -597,8 +684,14 @@ mod tests {
             (any::<i64>(), name, seq.clone(), ack_kind)
                 .prop_map(|(now_wall_ns, name, seq, kind)| StreamEntry::ConsumerAck { now_wall_ns, name, seq, kind }),
         ];
+        let blob = proptest::collection::vec(any::<u8>(), 1..512).prop_map(Bytes::from);
+        let restore = prop_oneof![
+            (any::<i64>(), blob.clone()).prop_map(|(now_wall_ns, chunk)| StreamEntry::Restore { now_wall_ns, chunk }),
+            blob.prop_map(|consumer| StreamEntry::ConsumerRestore { consumer }),
+        ];
         prop_oneof![
             consumer,
+            restore,
             publish,
             seq.clone().prop_map(|seq| StreamEntry::Delete { seq }),
             Just(StreamEntry::Purge(Purge::All)),

@@ -48,6 +48,11 @@ pub enum RejectReason {
     ConsumerRefused {
         reason: String,
     },
+    /// A restore entry that does not continue the stream (it must start right after the last
+    /// sequence), or holds a message the stream cannot take (subject, size, limits).
+    RestoreRefused {
+        reason: String,
+    },
 }
 
 impl fmt::Display for RejectReason {
@@ -67,6 +72,7 @@ impl fmt::Display for RejectReason {
             RejectReason::SequenceSpaceExhausted => write!(f, "sequence space exhausted"),
             RejectReason::NoSuchConsumer { name } => write!(f, "consumer {name:?} not found"),
             RejectReason::ConsumerRefused { reason } => write!(f, "consumer refused: {reason}"),
+            RejectReason::RestoreRefused { reason } => write!(f, "restore refused: {reason}"),
         }
     }
 }

@@ -42,7 +42,7 @@ pub use config::{
 pub use dedupe::{Dedupe, DedupeEntry, DedupeLoadError, DEDUPE_IDS_MAX};
 pub use entry::{
     EntryRef, Publish, PublishRef, Purge, StreamEntry, ENTRY_BYTES_MAX, ENTRY_VERSION, MSG_ID_BYTES_MAX,
-    PUBLISH_FIXED_BYTES,
+    PUBLISH_FIXED_BYTES, RESTORE_CHUNK_BYTES_MAX,
 };
 pub use error::{RejectReason, StreamError};
 pub use snapshot::{StreamSnapshot, SNAPSHOT_BYTES_MAX, SNAPSHOT_DELETED_RANGES_MAX, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
@@ -96,6 +96,13 @@ pub enum ApplyOutcome {
     /// An ack applied; `pending`: the sequence was waiting for one.
     Acked {
         pending: bool,
+    },
+    /// A restore chunk written: `stored` messages kept, `expired` left out as gaps because
+    /// their age passed `max_age` while archived; the stream now ends at `last_seq`.
+    Restored {
+        last_seq: u64,
+        stored: u64,
+        expired: u64,
     },
 }
 
@@ -372,6 +379,11 @@ impl<D: Disk> StreamMachine<D> {
                     }
                 }
             }
+            EntryRef::Restore { now_wall_ns, chunk } => self.apply_restore(now_wall_ns, chunk),
+            EntryRef::ConsumerRestore { consumer } => match self.consumers.import(consumer) {
+                Ok(name) => Ok(ApplyOutcome::ConsumerCreated { name }),
+                Err(reason) => Ok(ApplyOutcome::Rejected { reason: RejectReason::ConsumerRefused { reason } }),
+            },
             EntryRef::Expire { now_wall_ns } => {
                 self.dedupe.advance(now_wall_ns);
                 let Some(max_age_ns) = self.max_age_ns else { return Ok(ApplyOutcome::Expired { count: 0 }) };
@@ -381,6 +393,57 @@ impl<D: Disk> StreamMachine<D> {
                 Ok(ApplyOutcome::Expired { count })
             }
         }
+    }
+
+    /// A chunk of a restored archive: checked whole before anything is written, so a refusal
+    /// leaves the stream as it was. Messages older than `max_age` at `now_wall_ns` become
+    /// gaps, keeping their sequence.
+    fn apply_restore(&mut self, now_wall_ns: i64, chunk: &[u8]) -> Result<ApplyOutcome, StreamError> {
+        let refuse = |reason: String| Ok(ApplyOutcome::Rejected { reason: RejectReason::RestoreRefused { reason } });
+        let chunk = match CatchupChunk::decode(chunk) {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("chunk: {e}")),
+        };
+        let state = self.store.state();
+        if chunk.from_seq != state.last_seq + 1 {
+            return refuse(format!("chunk starts at {} but the stream ends at {}", chunk.from_seq, state.last_seq));
+        }
+        let expired_before = self.max_age_ns.map(|age| now_wall_ns.saturating_sub(age));
+        let limits = self.config.store.limits;
+        let (mut msgs, mut bytes) = (state.msgs, state.bytes);
+        let mut kept = Vec::with_capacity(chunk.messages.len());
+        let mut expired = 0u64;
+        for m in chunk.messages {
+            if let Err(reason) = validate_subject(&m.subject, false) {
+                return refuse(format!("message {}: invalid subject: {reason}", m.seq));
+            }
+            if !self.config.accepts(&m.subject) {
+                return refuse(format!("message {}: subject not in the stream", m.seq));
+            }
+            let size = m.headers.len() as u64 + m.payload.len() as u64;
+            if size > u64::from(limits.max_msg_size_bytes) {
+                return refuse(format!("message {} of {size} bytes above max_msg_size_bytes", m.seq));
+            }
+            if expired_before.is_some_and(|t| m.timestamp_ns < t) {
+                expired += 1;
+                continue;
+            }
+            // Discard-new limits refuse the chunk before any of it is written; discard-old
+            // ones drop the oldest messages as the store writes, as for publishes.
+            msgs += 1;
+            bytes += crate::format::block::record_len(m.subject.len(), m.headers.len(), m.payload.len());
+            if limits.discard == crate::store::Discard::New
+                && (limits.max_msgs.is_some_and(|max| msgs > max) || limits.max_bytes.is_some_and(|max| bytes > max))
+            {
+                return refuse(format!("message {} would exceed the stream's limits", m.seq));
+            }
+            kept.push(m);
+        }
+        let stored = kept.len() as u64;
+        let kept_chunk = CatchupChunk { from_seq: chunk.from_seq, through_seq: chunk.through_seq, messages: kept };
+        self.write_chunk(&kept_chunk)?;
+        self.trim_gaps();
+        Ok(ApplyOutcome::Restored { last_seq: self.store.state().last_seq, stored, expired })
     }
 
     fn apply_publish(&mut self, p: PublishRef<'_>) -> Result<ApplyOutcome, StreamError> {

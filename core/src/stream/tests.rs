@@ -749,3 +749,150 @@ fn consumers_survive_snapshot_and_replay_identically() {
     assert_eq!(b.apply(next, &entry(ack)).unwrap(), ApplyOutcome::Acked { pending: true });
     assert_ne!(b.state_hash().unwrap(), expected);
 }
+
+/// Everything a backup keeps: the range and counts, each message with its sequence and
+/// timestamp, and the consumers with their state (dedupe ids are not archived).
+fn archived_view(m: &StreamMachine<OsDisk>) -> (StreamState, Vec<StoredMessage>, Consumers) {
+    let s = m.state();
+    let msgs = (s.first_seq..=s.last_seq).filter_map(|seq| m.get(seq).unwrap()).collect();
+    (s, msgs, m.consumers().clone())
+}
+
+/// Backs `m` up the way `sluice backup` does: the manifest, each consumer's export, then
+/// the messages read as catch-up chunks through the last sequence.
+fn backup(m: &StreamMachine<OsDisk>, cfg: StreamConfig) -> Vec<u8> {
+    use crate::archive::{ArchiveWriter, Manifest};
+    let state = m.state();
+    let manifest = Manifest { format: String::new(), version: 0, config: cfg, state: state.into() };
+    let mut out = Vec::new();
+    let mut w = ArchiveWriter::new(&mut out, manifest).unwrap();
+    for name in m.consumers().names() {
+        w.push_consumer(&m.consumers().export(name).unwrap()).unwrap();
+    }
+    let mut from = state.first_seq;
+    while from <= state.last_seq {
+        let req = CatchupRequest { from_seq: from, to_seq: state.last_seq, max_bytes: 200 };
+        let chunk = m.serve_catchup(&req).unwrap().expect("the source holds its own range");
+        for msg in &chunk.messages {
+            w.push(msg).unwrap();
+        }
+        from = chunk.through_seq + 1;
+    }
+    w.finish().unwrap();
+    out
+}
+
+/// Restores an archive into the fresh machine `m` the way `sluice restore` does, applying
+/// each restore entry from log index `next`; returns the outcomes.
+fn restore_into(m: &mut StreamMachine<OsDisk>, archive: &[u8], now_ns: i64, chunk_bytes: usize) -> Vec<ApplyOutcome> {
+    use crate::archive::{ArchiveItem, ArchiveReader, RestoreChunker};
+    let mut entries = Vec::new();
+    let mut chunker = RestoreChunker::new(chunk_bytes);
+    let restore = |c: CatchupChunk| entry(StreamEntry::Restore { now_wall_ns: now_ns, chunk: Bytes::from(c.encode()) });
+    let mut last_seq = 0;
+    ArchiveReader::read(archive, |item| {
+        match item {
+            ArchiveItem::Manifest(man) => last_seq = man.state.last_seq,
+            ArchiveItem::Consumer(c) => entries.push(entry(StreamEntry::ConsumerRestore { consumer: c })),
+            ArchiveItem::Message(msg) => entries.extend(chunker.push(msg).map(restore)),
+        }
+        Ok(())
+    })
+    .unwrap();
+    entries.extend(chunker.finish(last_seq).map(restore));
+    apply_all(m, &log_of(entries))
+}
+
+#[test]
+fn a_stream_restored_from_its_backup_has_its_messages_gaps_and_consumers() {
+    let mut fx = Fixture::new("stream-backup-restore");
+    let mut src = fx.fresh("src", config(Limits::default()));
+    let mut log = consumer_workload();
+    // Gaps inside the range and at its end, beside the purge at the front.
+    for seq in [9, 10, 17, 24] {
+        log.push(entry(StreamEntry::Delete { seq }));
+    }
+    apply_all(&mut src, &log_of(log));
+    let before = archived_view(&src);
+    assert!(before.0.first_seq > 1 && before.0.num_deleted >= 3, "{:?}", before.0);
+    assert_eq!(before.0.last_seq, 24, "the last message is deleted: a trailing gap");
+    let archive = backup(&src, config(Limits::default()));
+
+    for chunk_bytes in [1, 300, 1 << 20] {
+        let mut dst = fx.fresh(&format!("dst-{chunk_bytes}"), config(Limits::default()));
+        let outcomes = restore_into(&mut dst, &archive, 100 * SEC, chunk_bytes);
+        assert!(outcomes.iter().all(|o| !matches!(o, ApplyOutcome::Rejected { .. })), "{outcomes:?}");
+        assert_eq!(archived_view(&dst), before, "chunks of {chunk_bytes} bytes");
+        // The next publish continues after the trailing gap.
+        let next = outcomes.len() as u64 + 1;
+        assert_eq!(dst.apply(next, &publish(101 * SEC, "", "orders.1", "after")).unwrap(), stored(25));
+    }
+}
+
+#[test]
+fn restore_chunks_that_do_not_fit_are_refused_whole() {
+    let mut fx = Fixture::new("stream-restore-refusals");
+    let msg = |seq: u64, subject: &str, ts: i64| StoredMessage {
+        seq,
+        timestamp_ns: ts,
+        subject: Bytes::copy_from_slice(subject.as_bytes()),
+        headers: Bytes::new(),
+        payload: Bytes::from_static(b"payload"),
+    };
+    let restore = |from_seq, through_seq, messages: Vec<StoredMessage>, now: i64| {
+        let chunk = CatchupChunk { from_seq, through_seq, messages };
+        entry(StreamEntry::Restore { now_wall_ns: now, chunk: Bytes::from(chunk.encode()) })
+    };
+    let refused =
+        |o: &ApplyOutcome| matches!(o, ApplyOutcome::Rejected { reason: RejectReason::RestoreRefused { .. } });
+    let limits = Limits { max_msgs: Some(2), discard: Discard::New, ..Limits::default() };
+    let mut m = fx.fresh("a", config(limits));
+    let outcomes = apply_all(
+        &mut m,
+        &log_of(vec![
+            restore(2, 3, vec![msg(2, "orders.a", SEC)], SEC),  // must start at 1
+            restore(1, 3, vec![msg(1, "elsewhere", SEC)], SEC), // subject not in the stream
+            restore(1, 5, vec![msg(1, "orders.a", SEC), msg(3, "orders.b", SEC), msg(5, "orders.c", SEC)], SEC), // limits
+            b"\x01\x09\x00\x00garbage".to_vec(), // not an entry
+        ]),
+    );
+    assert!(refused(&outcomes[0]) && refused(&outcomes[1]) && refused(&outcomes[2]), "{outcomes:?}");
+    assert!(matches!(outcomes[3], ApplyOutcome::Rejected { reason: RejectReason::Malformed(_) }), "{outcomes:?}");
+    assert_eq!(m.state().last_seq, 0, "refusals write nothing");
+
+    // Messages past max_age at the leader's time are left out, keeping their sequences.
+    let mut aged = config(Limits::default());
+    aged.store.limits.max_age = Some(Duration::from_secs(10));
+    let mut m = fx.fresh("b", aged);
+    let now = 100 * SEC;
+    let out = m.apply(1, &restore(1, 4, vec![msg(1, "orders.a", 5 * SEC), msg(2, "orders.b", 95 * SEC)], now)).unwrap();
+    assert_eq!(out, ApplyOutcome::Restored { last_seq: 4, stored: 1, expired: 1 });
+    let s = m.state();
+    assert_eq!((s.first_seq, s.last_seq, s.msgs), (2, 4, 1));
+    assert!(m.get(1).unwrap().is_none() && m.get(2).unwrap().unwrap().timestamp_ns == 95 * SEC);
+    m.check_invariants();
+}
+
+#[test]
+fn a_restored_consumer_is_refused_if_its_name_exists() {
+    use super::consumer::ConsumerConfig;
+    let mut fx = Fixture::new("stream-consumer-restore");
+    let mut src = fx.fresh("src", config(Limits::default()));
+    apply_all(&mut src, &log_of(vec![entry(StreamEntry::consumer_create(7, &ConsumerConfig::new("C")))]));
+    let export = Bytes::from(src.consumers().export("C").unwrap());
+    let mut dst = fx.fresh("dst", config(Limits::default()));
+    let outcomes = apply_all(
+        &mut dst,
+        &log_of(vec![
+            entry(StreamEntry::ConsumerRestore { consumer: export.clone() }),
+            entry(StreamEntry::ConsumerRestore { consumer: export.clone() }),
+            entry(StreamEntry::ConsumerRestore { consumer: export.slice(..export.len() - 1) }),
+        ]),
+    );
+    assert_eq!(outcomes[0], ApplyOutcome::ConsumerCreated { name: "C".into() });
+    assert!(
+        matches!(&outcomes[1], ApplyOutcome::Rejected { reason: RejectReason::ConsumerRefused { reason } } if reason.contains("exists"))
+    );
+    assert!(matches!(&outcomes[2], ApplyOutcome::Rejected { reason: RejectReason::ConsumerRefused { .. } }));
+    assert_eq!(dst.consumers(), src.consumers());
+}

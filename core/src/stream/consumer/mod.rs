@@ -20,7 +20,7 @@ pub use config::{
 pub use state::{
     AckKind, ConsumerState, Delivery, NextRequest, PendingMsg, NEXT_BATCH_MAX, NEXT_BYTES_MAX, NEXT_SCAN_MSGS_MAX,
 };
-pub use wire::CONSUMERS_SECTION_BYTES_MAX;
+pub use wire::{CONSUMERS_SECTION_BYTES_MAX, CONSUMER_EXPORT_BYTES_MAX};
 
 use crate::disk::Disk;
 use crate::format::fnv::Fnv64;

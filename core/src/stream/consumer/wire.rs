@@ -24,75 +24,120 @@ const PENDING_BYTES: usize = 8 + 8 + 4 + 8;
 pub const CONSUMERS_SECTION_BYTES_MAX: usize =
     4 + CONSUMERS_MAX * (CONSUMER_FIXED_BYTES + CONSUMER_CONFIG_BYTES_MAX + ACK_PENDING_MAX as usize * PENDING_BYTES);
 
+/// Largest encoding of one consumer (`Consumers::export`, the restore entry's payload).
+pub const CONSUMER_EXPORT_BYTES_MAX: usize =
+    CONSUMER_FIXED_BYTES + CONSUMER_CONFIG_BYTES_MAX + ACK_PENDING_MAX as usize * PENDING_BYTES;
+
 impl Consumers {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.by_name.len() as u32).to_le_bytes());
         for c in self.by_name.values() {
-            let config = c.config.encode();
-            out.extend_from_slice(&(config.len() as u32).to_le_bytes());
-            out.extend_from_slice(&config);
-            out.extend_from_slice(&c.created_ns.to_le_bytes());
-            let s = &c.state;
-            for v in [s.delivered_stream_seq, s.delivered_consumer_seq, s.redelivered] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend_from_slice(&(s.pending.len() as u32).to_le_bytes());
-            for (&seq, p) in &s.pending {
-                out.extend_from_slice(&seq.to_le_bytes());
-                out.extend_from_slice(&p.consumer_seq.to_le_bytes());
-                out.extend_from_slice(&p.deliveries.to_le_bytes());
-                out.extend_from_slice(&p.due_ns.to_le_bytes());
-            }
+            encode_consumer(c, out);
         }
     }
 
     pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Consumers, FormatError> {
-        let bad = |field: &'static str, value: u64| FormatError::BadField { field, value };
         let count = r.u32()? as usize;
         if count > CONSUMERS_MAX {
-            return Err(bad("snapshot consumer count", count as u64));
+            return Err(FormatError::BadField { field: "snapshot consumer count", value: count as u64 });
         }
         let mut by_name = BTreeMap::new();
         let mut last_name: Option<String> = None;
         for _ in 0..count {
-            let config_len = r.u32()? as usize;
-            if config_len > CONSUMER_CONFIG_BYTES_MAX {
-                return Err(FormatError::LengthTooLarge {
-                    declared_bytes: config_len as u64,
-                    max_bytes: CONSUMER_CONFIG_BYTES_MAX as u64,
-                });
+            let c = decode_consumer(r)?;
+            if last_name.as_ref().is_some_and(|prev| *prev >= c.config.name) {
+                return Err(FormatError::BadField { field: "snapshot consumer order", value: count as u64 });
             }
-            let config = ConsumerConfig::decode(r.take(config_len)?)
-                .map_err(|_| bad("snapshot consumer config", config_len as u64))?;
-            if last_name.as_ref().is_some_and(|prev| *prev >= config.name) {
-                return Err(bad("snapshot consumer order", count as u64));
-            }
-            last_name = Some(config.name.clone());
-            let created_ns = r.i64()?;
-            let delivered_stream_seq = r.u64()?;
-            let delivered_consumer_seq = r.u64()?;
-            let redelivered = r.u64()?;
-            let pending_count = r.u32()? as usize;
-            if pending_count > ACK_PENDING_MAX as usize {
-                return Err(bad("snapshot consumer pending count", pending_count as u64));
-            }
-            let mut pending = BTreeMap::new();
-            let mut prev = 0u64;
-            for _ in 0..pending_count {
-                let seq = r.u64()?;
-                let p = PendingMsg { consumer_seq: r.u64()?, deliveries: r.u32()?, due_ns: r.i64()? };
-                if seq <= prev || seq > delivered_stream_seq {
-                    return Err(bad("snapshot consumer pending seq", seq));
-                }
-                if p.deliveries == 0 || p.consumer_seq == 0 || p.consumer_seq > delivered_consumer_seq {
-                    return Err(bad("snapshot consumer pending delivery", p.consumer_seq));
-                }
-                prev = seq;
-                pending.insert(seq, p);
-            }
-            let state = ConsumerState { delivered_stream_seq, delivered_consumer_seq, pending, redelivered };
-            by_name.insert(config.name.clone(), Consumer { config, created_ns, state });
+            last_name = Some(c.config.name.clone());
+            by_name.insert(c.config.name.clone(), c);
         }
         Ok(Consumers { by_name })
     }
+
+    /// One consumer with its state, in the section's per-consumer layout: what a backup
+    /// archives and a restore entry carries. At most `CONSUMER_EXPORT_BYTES_MAX` bytes.
+    pub fn export(&self, name: &str) -> Option<Vec<u8>> {
+        let c = self.by_name.get(name)?;
+        let mut out = Vec::new();
+        encode_consumer(c, &mut out);
+        debug_assert!(out.len() <= CONSUMER_EXPORT_BYTES_MAX);
+        Some(out)
+    }
+
+    /// Adds a consumer from `export`'s bytes. Refused (deterministically) if the bytes are
+    /// not exactly one valid consumer, a consumer of that name exists, or the stream holds
+    /// `CONSUMERS_MAX` already.
+    pub fn import(&mut self, bytes: &[u8]) -> Result<String, String> {
+        if bytes.len() > CONSUMER_EXPORT_BYTES_MAX {
+            return Err(format!("a consumer of {} bytes exceeds {CONSUMER_EXPORT_BYTES_MAX}", bytes.len()));
+        }
+        let mut r = Reader::new(bytes);
+        let c = decode_consumer(&mut r).map_err(|e| format!("archived consumer: {e}"))?;
+        r.finish().map_err(|e| format!("archived consumer: {e}"))?;
+        let name = c.config.name.clone();
+        if self.by_name.contains_key(&name) {
+            return Err(format!("consumer {name:?} exists"));
+        }
+        if self.by_name.len() >= CONSUMERS_MAX {
+            return Err(format!("the stream has {CONSUMERS_MAX} consumers, its maximum"));
+        }
+        self.by_name.insert(name.clone(), c);
+        Ok(name)
+    }
+}
+
+fn encode_consumer(c: &Consumer, out: &mut Vec<u8>) {
+    let config = c.config.encode();
+    out.extend_from_slice(&(config.len() as u32).to_le_bytes());
+    out.extend_from_slice(&config);
+    out.extend_from_slice(&c.created_ns.to_le_bytes());
+    let s = &c.state;
+    for v in [s.delivered_stream_seq, s.delivered_consumer_seq, s.redelivered] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&(s.pending.len() as u32).to_le_bytes());
+    for (&seq, p) in &s.pending {
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&p.consumer_seq.to_le_bytes());
+        out.extend_from_slice(&p.deliveries.to_le_bytes());
+        out.extend_from_slice(&p.due_ns.to_le_bytes());
+    }
+}
+
+/// One consumer, every count and length checked before anything is allocated.
+fn decode_consumer(r: &mut Reader<'_>) -> Result<Consumer, FormatError> {
+    let bad = |field: &'static str, value: u64| FormatError::BadField { field, value };
+    let config_len = r.u32()? as usize;
+    if config_len > CONSUMER_CONFIG_BYTES_MAX {
+        return Err(FormatError::LengthTooLarge {
+            declared_bytes: config_len as u64,
+            max_bytes: CONSUMER_CONFIG_BYTES_MAX as u64,
+        });
+    }
+    let config =
+        ConsumerConfig::decode(r.take(config_len)?).map_err(|_| bad("snapshot consumer config", config_len as u64))?;
+    let created_ns = r.i64()?;
+    let delivered_stream_seq = r.u64()?;
+    let delivered_consumer_seq = r.u64()?;
+    let redelivered = r.u64()?;
+    let pending_count = r.u32()? as usize;
+    if pending_count > ACK_PENDING_MAX as usize {
+        return Err(bad("snapshot consumer pending count", pending_count as u64));
+    }
+    let mut pending = BTreeMap::new();
+    let mut prev = 0u64;
+    for _ in 0..pending_count {
+        let seq = r.u64()?;
+        let p = PendingMsg { consumer_seq: r.u64()?, deliveries: r.u32()?, due_ns: r.i64()? };
+        if seq <= prev || seq > delivered_stream_seq {
+            return Err(bad("snapshot consumer pending seq", seq));
+        }
+        if p.deliveries == 0 || p.consumer_seq == 0 || p.consumer_seq > delivered_consumer_seq {
+            return Err(bad("snapshot consumer pending delivery", p.consumer_seq));
+        }
+        prev = seq;
+        pending.insert(seq, p);
+    }
+    let state = ConsumerState { delivered_stream_seq, delivered_consumer_seq, pending, redelivered };
+    Ok(Consumer { config, created_ns, state })
 }
