@@ -9,11 +9,9 @@
 //! connection, so no client library's queueing hides in the numbers. One untimed publish
 //! goes first (a new stream's leader election is not publish latency).
 
-use bytes::{Buf, BytesMut};
+use crate::client::{Client, NO_RESPONDERS};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub struct BenchArgs {
     pub server: String,
@@ -32,134 +30,16 @@ pub struct BenchResult {
     pub errors: u64,
 }
 
-/// `nats://host:port` or `host:port`.
-fn address(url: &str) -> &str {
-    url.strip_prefix("nats://").unwrap_or(url)
-}
-
-/// Reply subjects of API requests (numbered per attempt) and of the warm-up publish; the
-/// timed publishes' are `_INBOX.bench.<index in the batch>`.
-const API_INBOX: &str = "_INBOX.bench.api.";
+/// Reply subjects: `_INBOX.bench.api.<attempt>` for API requests, `_INBOX.bench.warm` for
+/// the warm-up publish, `_INBOX.bench.<index in the batch>` for the timed publishes.
+const INBOX: &str = "_INBOX.bench";
 const WARM_INBOX: &str = "_INBOX.bench.warm";
-const NO_RESPONDERS: &str = "no responders: no stream holds the subject";
-
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-/// One message the server sent: (subject, payload, whether it is a no-responders status).
-type Msg = (String, Vec<u8>, bool);
-
-impl Conn {
-    async fn open(url: &str) -> Result<Conn, String> {
-        let stream = TcpStream::connect(address(url)).await.map_err(|e| format!("connect {url}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let mut c = Conn { stream, buf: BytesMut::with_capacity(1 << 20) };
-        let info = c.line().await?;
-        if !info.starts_with("INFO ") {
-            return Err(format!("{url} did not start with INFO: {info:?}"));
-        }
-        c.send(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"lang\":\"sluice-bench\"}\r\nSUB _INBOX.bench.> 1\r\nPING\r\n").await?;
-        loop {
-            let l = c.line().await?;
-            if l == "PONG" {
-                return Ok(c);
-            }
-            if l.starts_with("-ERR") {
-                return Err(format!("{url}: {l}"));
-            }
-        }
-    }
-
-    async fn send(&mut self, b: &[u8]) -> Result<(), String> {
-        self.stream.write_all(b).await.map_err(|e| format!("write: {e}"))
-    }
-
-    async fn fill(&mut self) -> Result<(), String> {
-        let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
-        }
-        Ok(())
-    }
-
-    async fn line(&mut self) -> Result<String, String> {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let l = String::from_utf8_lossy(&self.buf[..i]).into_owned();
-                self.buf.advance(i + 2);
-                return Ok(l);
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err("a protocol line longer than 64 KiB".into());
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// The next MSG or HMSG; answers PINGs on the way.
-    async fn next_msg(&mut self) -> Result<Msg, String> {
-        loop {
-            let l = self.line().await?;
-            let parts: Vec<&str> = l.split_ascii_whitespace().collect();
-            match parts.first().copied() {
-                Some("PING") => self.send(b"PONG\r\n").await?,
-                Some("MSG") | Some("HMSG") => {
-                    let total: usize =
-                        parts.last().and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad line {l:?}"))?;
-                    let headers: usize = if parts[0] == "HMSG" {
-                        parts[parts.len() - 2].parse().map_err(|_| format!("bad line {l:?}"))?
-                    } else {
-                        0
-                    };
-                    if total > 64 << 20 || headers > total {
-                        return Err(format!("bad sizes in {l:?}"));
-                    }
-                    while self.buf.len() < total + 2 {
-                        self.fill().await?;
-                    }
-                    let body = self.buf[headers..total].to_vec();
-                    let no_responders = self.buf[..headers].starts_with(b"NATS/1.0 503");
-                    self.buf.advance(total + 2);
-                    return Ok((parts[1].to_string(), body, no_responders));
-                }
-                Some("-ERR") => return Err(l),
-                _ => {}
-            }
-        }
-    }
-
-    /// The next message on `inbox`; messages on other subjects (late answers to earlier
-    /// attempts) are dropped.
-    async fn next_on(&mut self, inbox: &str) -> Result<Vec<u8>, String> {
-        loop {
-            let (subject, body, no_responders) = self.next_msg().await?;
-            if subject == inbox {
-                return if no_responders { Err(NO_RESPONDERS.into()) } else { Ok(body) };
-            }
-        }
-    }
-
-    /// An API request on its own reply subject (`attempt` numbers it), answered within 5 s.
-    async fn request(&mut self, subject: &str, body: &[u8], attempt: u32) -> Result<serde_json::Value, String> {
-        let inbox = format!("{API_INBOX}{attempt}");
-        let mut b = format!("PUB {subject} {inbox} {}\r\n", body.len()).into_bytes();
-        b.extend_from_slice(body);
-        b.extend_from_slice(b"\r\n");
-        self.send(&b).await?;
-        let body = tokio::time::timeout(Duration::from_secs(5), self.next_on(&inbox))
-            .await
-            .map_err(|_| format!("no answer to {subject} in 5 s"))??;
-        serde_json::from_slice(&body).map_err(|e| format!("{subject}: answer is not JSON: {e}"))
-    }
-}
 
 pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
     if a.batch == 0 || a.batch > 100_000 {
         return Err("--batch must be 1..=100000".into());
     }
-    let mut c = Conn::open(&a.server).await?;
+    let mut c = Client::open(&a.server, "sluice-bench", INBOX).await?;
     if let Some(replicas) = a.replicas {
         let cfg = serde_json::json!({
             "name": a.stream, "subjects": [a.subject], "num_replicas": replicas,
@@ -218,7 +98,7 @@ pub async fn run(a: &BenchArgs) -> Result<BenchResult, String> {
             let (subject, body, no_responders) = tokio::time::timeout(Duration::from_secs(30), c.next_msg())
                 .await
                 .map_err(|_| "no ack in 30 s".to_string())??;
-            if subject.starts_with(API_INBOX) {
+            if c.is_api_inbox(&subject) {
                 continue; // a late answer to a create that was retried
             }
             if no_responders {

@@ -24,7 +24,10 @@
 
 use crate::checkpoint::{Worker, WORK_IN_FLIGHT_MAX};
 use crate::cluster::{Inbound, Links, Tag};
-use crate::ops::{self, ConsumerOp, ConsumerView, DeliveredMsg, ErrorCode, Op, OpResult, StreamView};
+use crate::ops::{
+    self, BackupOp, BackupStart, ConsumerOp, ConsumerView, DeliveredMsg, ErrorCode, Op, OpResult, RestoreOp, StreamView,
+};
+use bytes::Bytes;
 use sluice_core::env::{Clock, MonoTime, NodeId};
 use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef, Work};
 use sluice_core::os::{OsClock, OsDisk};
@@ -42,6 +45,9 @@ const TICK: Duration = Duration::from_millis(10);
 const PARKED_MAX: usize = 16 * 1024;
 /// Pulls waiting on this node (the consumer's leader) for a message, at most.
 const PULLS_MAX: usize = 16 * 1024;
+/// Most message bytes in one backup read, so its answer fits a forwarded reply
+/// (`FRAME_BYTES_MAX`) with room for one largest message beyond it.
+const BACKUP_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
 /// Requests forwarded to peers and not yet answered, at most.
 const FORWARDED_MAX: usize = 64 * 1024;
 /// The bound on the node's event queue (client requests and peer frames).
@@ -413,6 +419,8 @@ impl Driver {
                 self.read_here(name, *seq)
             }
             Op::Consumer { stream, op } => self.consumer_op(stream, op, now),
+            Op::Backup { stream, op } => self.backup_op(stream, op),
+            Op::Restore { stream, op, body } => self.restore_op(stream, op, body, now),
             Op::StreamNames => match self.node.meta_leader() {
                 Some(l) if l != self.me => Step::Forward(l),
                 None => Step::Retry("no meta leader yet".into()),
@@ -479,6 +487,87 @@ impl Driver {
             }
             ConsumerOp::Ack { name, seq, kind } => {
                 self.node.consumer_ack(now, wall, stream, name, *seq, (*kind).into())
+            }
+        };
+        match result {
+            Ok(r) => Step::Waiting(r),
+            Err(e) => self.stream_error(e),
+        }
+    }
+
+    /// A backup's reads, served by the stream's leader: it holds every committed message.
+    fn backup_op(&mut self, stream: &str, op: &BackupOp) -> Step {
+        let Some(def) = self.def(stream) else {
+            return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+        };
+        if let Some(step) = self.unless_leader(stream) {
+            return step;
+        }
+        match op {
+            BackupOp::Begin => {
+                let (info, consumers) = match (self.node.stream_info(stream), self.node.consumer_names(stream)) {
+                    (Ok(info), Ok(names)) => (info, names),
+                    (Err(e), _) | (_, Err(e)) => return self.stream_error(e),
+                };
+                Step::Done(OpResult::BackupStart(Box::new(BackupStart {
+                    config: def.config,
+                    state: info.stream.state.into(),
+                    replicas: u8::try_from(def.peers.len()).expect("at most 5 replicas"),
+                    consumers,
+                })))
+            }
+            BackupOp::Consumer { name } => match self.node.consumer_export(stream, name) {
+                Ok(Some(bytes)) => Step::Done(OpResult::Blob(bytes.into())),
+                Ok(None) => Step::Done(OpResult::error(ErrorCode::NoSuchConsumer, "consumer not found")),
+                Err(e) => self.stream_error(e),
+            },
+            BackupOp::Chunk { from_seq, to_seq, max_bytes } => {
+                let max_bytes = (*max_bytes).min(BACKUP_CHUNK_BYTES_MAX);
+                match self.node.backup_chunk(stream, *from_seq, *to_seq, max_bytes) {
+                    Ok(Some(chunk)) => Step::Done(OpResult::Blob(chunk.encode().into())),
+                    Ok(None) => Step::Retry("the leader's replica does not hold that range yet".into()),
+                    Err(e) => self.stream_error(e),
+                }
+            }
+        }
+    }
+
+    /// A restore's writes: the create goes to the meta leader, the rest to the stream's.
+    fn restore_op(&mut self, stream: &str, op: &RestoreOp, body: &Bytes, now: MonoTime) -> Step {
+        let result = match op {
+            RestoreOp::Begin { config, replicas } => {
+                if config.name != stream {
+                    return Step::Done(OpResult::error(ErrorCode::BadRequest, "stream name and config name differ"));
+                }
+                if self.def(stream).is_some() {
+                    return Step::Done(OpResult::error(
+                        ErrorCode::NameInUse,
+                        "stream exists; a restore does not write into an existing stream",
+                    ));
+                }
+                return match self.node.restore_stream(now, config.clone(), usize::from(*replicas)) {
+                    Ok(r) => Step::Waiting(r),
+                    Err(e) => self.meta_error(e),
+                };
+            }
+            RestoreOp::Abandon { group } => {
+                return match self.node.abandon_restore(now, stream, *group) {
+                    Ok(r) => Step::Waiting(r),
+                    Err(e) => self.meta_error(e),
+                };
+            }
+            RestoreOp::Chunk | RestoreOp::Consumer => {
+                if self.def(stream).is_none() {
+                    return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+                }
+                if let Some(step) = self.unless_leader(stream) {
+                    return step;
+                }
+                if *op == RestoreOp::Chunk {
+                    self.node.restore_chunk(now, self.wall_ns(), stream, body.clone())
+                } else {
+                    self.node.restore_consumer(now, stream, body.clone())
+                }
             }
         };
         match result {
@@ -576,6 +665,7 @@ impl Driver {
     fn view(&self, def: &StreamDef) -> OpResult {
         let mut v = StreamView {
             config: def.config.clone(),
+            group: def.group,
             peers: def.peers.clone(),
             leader: None,
             first_seq: 0,
@@ -695,6 +785,7 @@ impl Driver {
                     num_pending,
                 },
                 Reply::Acked { .. } => OpResult::Acked,
+                Reply::Restored { last_seq, stored, expired } => OpResult::Restored { last_seq, stored, expired },
                 Reply::Rejected { reason } => OpResult::error(ErrorCode::Rejected, reason),
                 Reply::Failed(e) => client_error(e),
                 other => OpResult::error(ErrorCode::Unavailable, format!("unexpected reply {other:?}")),

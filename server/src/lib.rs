@@ -7,8 +7,10 @@
 //! that clippy.toml and core/tests/tidy.rs keep out of core, faultfs and sim.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod backup;
 pub mod bench;
 pub mod checkpoint;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod driver;

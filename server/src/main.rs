@@ -74,6 +74,31 @@ enum Command {
         #[arg(long)]
         replicas: Option<u8>,
     },
+    /// Write a stream (messages, gaps, consumers, config) to an archive file (docs/archive.md).
+    Backup {
+        /// Any node of the cluster: nats://host:port or host:port.
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        server: String,
+        #[arg(long)]
+        stream: String,
+        /// The archive to write; it appears only once complete.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a stream from an archive: checked whole first, into a new stream only.
+    Restore {
+        /// Any node of the cluster: nats://host:port or host:port.
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        server: String,
+        /// The archive `sluice backup` wrote.
+        file: PathBuf,
+        /// Restore under this name instead of the archived one.
+        #[arg(long = "as")]
+        rename: Option<String>,
+        /// Replicas of the restored stream [default: as archived].
+        #[arg(long)]
+        replicas: Option<u8>,
+    },
     /// Scan a stream store directory and report what recovery would find, changing nothing.
     Verify {
         /// The stream's directory (holding NNNNNNNNNN.blk files and state.db).
@@ -85,6 +110,38 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify { dir } => sluice_server::verify::verify(&dir),
+        Command::Backup { server, stream, out } => match sluice_server::backup::backup(&server, &stream, &out) {
+            Ok(r) => {
+                println!(
+                    "backed up {stream}: {} messages ({:.1} MB), {} consumers, to {} ({:.1} MB) in {:.2} s",
+                    r.msgs,
+                    r.content_bytes as f64 / 1e6,
+                    r.consumers,
+                    out.display(),
+                    r.archive_bytes as f64 / 1e6,
+                    r.elapsed.as_secs_f64()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(&format!("backup: {e}")),
+        },
+        Command::Restore { server, file, rename, replicas } => {
+            match sluice_server::backup::restore(&server, &file, rename.as_deref(), replicas) {
+                Ok(r) => {
+                    println!(
+                        "restored {}: {} messages, {} expired while archived, {} consumers, last sequence {} in {:.2} s",
+                        r.stream,
+                        r.stored,
+                        r.expired,
+                        r.consumers,
+                        r.last_seq,
+                        r.elapsed.as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(&format!("restore: {e}")),
+            }
+        }
         Command::Bench { server, stream, subject, batch, size, duration, replicas } => {
             let args = sluice_server::bench::BenchArgs {
                 server,
@@ -151,6 +208,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A command that ran and failed (exit 1; 2 is for bad arguments and start-up refusals).
+fn failed(msg: &str) -> ExitCode {
+    eprintln!("sluice: {msg}");
+    ExitCode::from(1)
 }
 
 fn fail(msg: &str) -> ExitCode {

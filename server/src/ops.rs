@@ -12,15 +12,19 @@
 //!         3 publish: stream subject msg_id headers payload:bytes expected:u8 [seq:u64]
 //!         4 info: name | 5 get: name seq:u64 | 6 names | 7 direct get: name seq:u64
 //!         8 consumer: stream:bytes op_json:bytes (ConsumerOp)
+//!         9 backup: stream:bytes op_json:bytes (BackupOp)
+//!         10 restore: stream:bytes op_json:bytes (RestoreOp) body:bytes
 //! result: kind:u8, then  1 stream: view_json:bytes | 2 deleted | 3 published: seq:u64 dup:u8
 //!         4 message: seq:u64 ts:i64 subject headers payload:bytes | 5 names: n:u32 name*
 //!         6 error: code:u8 text:bytes | 7 consumer: view_json:bytes
 //!         8 delivered: num_pending:u64 n:u32 (message consumer_seq:u64 deliveries:u32)*
-//!         9 acked
+//!         9 acked | 10 blob: bytes | 11 restored: last_seq:u64 stored:u64 expired:u64
+//!         12 backup start: json:bytes (BackupStart)
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use sluice_core::archive::ArchivedState;
 use sluice_core::env::NodeId;
 use sluice_core::store::StoredMessage;
 use sluice_core::stream::consumer::{AckKind, ConsumerConfig, ConsumerInfo, NEXT_BATCH_MAX};
@@ -67,6 +71,49 @@ pub enum Op {
         stream: String,
         op: ConsumerOp,
     },
+    /// A backup's reads, on the stream's leader (docs/archive.md, "The API").
+    Backup {
+        stream: String,
+        op: BackupOp,
+    },
+    /// A restore's writes; `body` is a chunk or a consumer export for those two ops.
+    Restore {
+        stream: String,
+        op: RestoreOp,
+        body: Bytes,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupOp {
+    /// The stream's config, state and consumers' names: `OpResult::BackupStart`.
+    Begin,
+    /// One consumer with its state (`Consumers::export` bytes): `OpResult::Blob`.
+    Consumer { name: String },
+    /// Messages and gaps from `from_seq`, through `to_seq` at most, about `max_bytes`: an
+    /// encoded `CatchupChunk` in `OpResult::Blob`.
+    Chunk { from_seq: u64, to_seq: u64, max_bytes: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreOp {
+    /// Creates the stream, refused if the name exists: `OpResult::Stream` (with its group).
+    Begin { config: StreamConfig, replicas: u8 },
+    /// `body` is an encoded `CatchupChunk`: `OpResult::Restored`.
+    Chunk,
+    /// `body` is one consumer's export: `OpResult::Consumer`.
+    Consumer,
+    /// Deletes the stream if it is still `group`: what a failed restore leaves.
+    Abandon { group: u64 },
+}
+
+/// Where a backup starts: what the manifest records, and the consumers to fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStart {
+    pub config: StreamConfig,
+    pub state: ArchivedState,
+    pub replicas: u8,
+    pub consumers: Vec<String>,
 }
 
 /// A consumer operation on a stream, run on the stream's leader.
@@ -138,7 +185,9 @@ impl Op {
     /// The stream a create makes: its answer waits until this node's meta state has it.
     pub fn created_stream(&self) -> Option<&str> {
         match self {
-            Op::CreateStream { config, .. } => Some(&config.name),
+            Op::CreateStream { config, .. } | Op::Restore { op: RestoreOp::Begin { config, .. }, .. } => {
+                Some(&config.name)
+            }
             _ => None,
         }
     }
@@ -146,7 +195,8 @@ impl Op {
     /// The stream a consumer create is on: its answer shows the consumer as applied.
     pub fn consumer_stream(&self) -> Option<&str> {
         match self {
-            Op::Consumer { stream, op: ConsumerOp::Create { .. } } => Some(stream),
+            Op::Consumer { stream, op: ConsumerOp::Create { .. } }
+            | Op::Restore { stream, op: RestoreOp::Consumer, .. } => Some(stream),
             _ => None,
         }
     }
@@ -156,6 +206,9 @@ impl Op {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamView {
     pub config: StreamConfig,
+    /// The stream's Raft group: a new one each time a stream of this name is created.
+    #[serde(default)]
+    pub group: u64,
     pub peers: Vec<NodeId>,
     pub leader: Option<NodeId>,
     pub first_seq: u64,
@@ -201,6 +254,14 @@ pub enum OpResult {
         num_pending: u64,
     },
     Acked,
+    /// Binary data for a backup: a catch-up chunk or a consumer export.
+    Blob(Bytes),
+    Restored {
+        last_seq: u64,
+        stored: u64,
+        expired: u64,
+    },
+    BackupStart(Box<BackupStart>),
     Deleted,
     Published {
         seq: u64,
@@ -274,6 +335,17 @@ pub fn encode_forward(request: u64, hops: u8, op: &Op) -> Bytes {
             put_bytes(&mut b, stream.as_bytes());
             put_bytes(&mut b, &serde_json::to_vec(op).expect("a consumer op serializes"));
         }
+        Op::Backup { stream, op } => {
+            b.put_u8(9);
+            put_bytes(&mut b, stream.as_bytes());
+            put_bytes(&mut b, &serde_json::to_vec(op).expect("a backup op serializes"));
+        }
+        Op::Restore { stream, op, body } => {
+            b.put_u8(10);
+            put_bytes(&mut b, stream.as_bytes());
+            put_bytes(&mut b, &serde_json::to_vec(op).expect("a restore op serializes"));
+            put_bytes(&mut b, body);
+        }
     }
     b.freeze()
 }
@@ -331,6 +403,20 @@ pub fn encode_reply(request: u64, result: &OpResult) -> Bytes {
             }
         }
         OpResult::Acked => b.put_u8(9),
+        OpResult::Blob(blob) => {
+            b.put_u8(10);
+            put_bytes(&mut b, blob);
+        }
+        OpResult::Restored { last_seq, stored, expired } => {
+            b.put_u8(11);
+            for v in [last_seq, stored, expired] {
+                b.put_u64_le(*v);
+            }
+        }
+        OpResult::BackupStart(start) => {
+            b.put_u8(12);
+            put_bytes(&mut b, &serde_json::to_vec(start).expect("a backup start serializes"));
+        }
     }
     b.freeze()
 }
@@ -420,6 +506,18 @@ pub fn decode_forward(body: Bytes) -> Result<(u64, u8, Op), String> {
             let op = serde_json::from_slice(&json).map_err(|e| format!("forwarded consumer op: {e}"))?;
             Op::Consumer { stream, op }
         }
+        9 => {
+            let stream = r.string("stream")?;
+            let json = r.bytes("backup op")?;
+            let op = serde_json::from_slice(&json).map_err(|e| format!("forwarded backup op: {e}"))?;
+            Op::Backup { stream, op }
+        }
+        10 => {
+            let stream = r.string("stream")?;
+            let json = r.bytes("restore op")?;
+            let op = serde_json::from_slice(&json).map_err(|e| format!("forwarded restore op: {e}"))?;
+            Op::Restore { stream, op, body: r.bytes("restore body")? }
+        }
         other => return Err(format!("forwarded request: unknown kind {other}")),
     };
     r.end()?;
@@ -472,6 +570,14 @@ pub fn decode_reply(body: Bytes) -> Result<(u64, OpResult), String> {
             OpResult::Delivered { msgs, num_pending }
         }
         9 => OpResult::Acked,
+        10 => OpResult::Blob(r.bytes("blob")?),
+        11 => OpResult::Restored { last_seq: r.u64("last seq")?, stored: r.u64("stored")?, expired: r.u64("expired")? },
+        12 => {
+            let json = r.bytes("backup start")?;
+            OpResult::BackupStart(Box::new(
+                serde_json::from_slice(&json).map_err(|e| format!("forwarded backup start: {e}"))?,
+            ))
+        }
         other => return Err(format!("forwarded reply: unknown kind {other}")),
     };
     r.end()?;
@@ -520,6 +626,15 @@ mod tests {
                 stream: "s".into(),
                 op: ConsumerOp::Ack { name: "c".into(), seq: 4, kind: AckWire::Nak { delay_ns: 9 } },
             },
+            Op::Backup { stream: "s".into(), op: BackupOp::Begin },
+            Op::Backup { stream: "s".into(), op: BackupOp::Chunk { from_seq: 1, to_seq: 9, max_bytes: 100 } },
+            Op::Restore {
+                stream: "s".into(),
+                op: RestoreOp::Begin { config: StreamConfig::new("s", ["a.>"]), replicas: 1 },
+                body: Bytes::new(),
+            },
+            Op::Restore { stream: "s".into(), op: RestoreOp::Chunk, body: Bytes::from_static(b"chunk") },
+            Op::Restore { stream: "s".into(), op: RestoreOp::Abandon { group: 7 }, body: Bytes::new() },
         ]
     }
 
@@ -556,6 +671,14 @@ mod tests {
                 }],
                 num_pending: 11,
             },
+            OpResult::Blob(Bytes::from_static(b"\x00\x01")),
+            OpResult::Restored { last_seq: 9, stored: 4, expired: 1 },
+            OpResult::BackupStart(Box::new(BackupStart {
+                config: StreamConfig::new("s", ["a.>"]),
+                state: ArchivedState { first_seq: 2, last_seq: 9, msgs: 5, bytes: 500 },
+                replicas: 3,
+                consumers: vec!["c".into()],
+            })),
         ];
         for result in results {
             assert_eq!(decode_reply(encode_reply(7, &result)).unwrap(), (7, result));

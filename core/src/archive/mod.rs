@@ -69,6 +69,9 @@ pub struct Manifest {
     pub version: u32,
     pub config: StreamConfig,
     pub state: ArchivedState,
+    /// The replica count the stream had, a restore's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u8>,
 }
 
 /// The stream's counts when the backup started. Sequences between `first_seq` and

@@ -12,6 +12,7 @@ fn manifest(first_seq: u64, last_seq: u64, msgs: u64) -> Manifest {
         version: 0,
         config: StreamConfig::new("orders", ["orders.>"]),
         state: ArchivedState { first_seq, last_seq, msgs, bytes: 0 },
+        replicas: Some(3),
     }
 }
 
@@ -103,7 +104,9 @@ fn consumers_travel_before_the_messages_and_are_checked() {
     let c0 = consumer_member_name(0);
     let c1 = consumer_member_name(1);
     let m0 = chunk_name(0);
-    let cases: Vec<(Vec<(&str, &[u8])>, &str, &str)> = vec![
+    // (members, the member named in the error, a word of the reason)
+    type Case<'a> = (Vec<(&'a str, &'a [u8])>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![(MANIFEST_MEMBER, &m), (&c0, &exports[0]), (&c1, &exports[0])], &c1, "exists"),
         (vec![(MANIFEST_MEMBER, &m), (&c0, b"\x05\x00\x00\x00junk")], &c0, "archived consumer"),
         (vec![(MANIFEST_MEMBER, &m), (&m0, b""), (&c0, &exports[0])], &c0, "unexpected member"),

@@ -763,7 +763,7 @@ fn archived_view(m: &StreamMachine<OsDisk>) -> (StreamState, Vec<StoredMessage>,
 fn backup(m: &StreamMachine<OsDisk>, cfg: StreamConfig) -> Vec<u8> {
     use crate::archive::{ArchiveWriter, Manifest};
     let state = m.state();
-    let manifest = Manifest { format: String::new(), version: 0, config: cfg, state: state.into() };
+    let manifest = Manifest { format: String::new(), version: 0, config: cfg, state: state.into(), replicas: None };
     let mut out = Vec::new();
     let mut w = ArchiveWriter::new(&mut out, manifest).unwrap();
     for name in m.consumers().names() {

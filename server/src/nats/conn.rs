@@ -326,12 +326,17 @@ async fn handle(
                 });
                 return Ok(());
             }
-            if subject.starts_with(b"$JS.API.") {
+            let sluice_api = subject.starts_with(super::backup_api::PREFIX);
+            if subject.starts_with(b"$JS.API.") || sluice_api {
                 let Some(reply) = reply else { return Ok(()) }; // an API call nobody hears
                 let permit = in_flight.clone().acquire_owned().await.expect("never closed");
                 let (ctx, shared) = (ctx.clone(), shared.clone());
                 tokio::spawn(async move {
-                    let answer = jsapi::handle(&ctx, &subject, &payload).await;
+                    let answer = if sluice_api {
+                        super::backup_api::handle(&ctx, &subject, payload).await
+                    } else {
+                        jsapi::handle(&ctx, &subject, &payload).await
+                    };
                     shared.deliver(&reply, answer.headers.as_deref(), &answer.body);
                     drop(permit);
                 });

@@ -2,6 +2,7 @@
 //! clients (async-nats, nats-py, the `nats` CLI) work unmodified. What is served and what is
 //! refused: docs/server.md, "The client port".
 
+pub mod backup_api;
 pub mod conn;
 pub mod consumer_api;
 pub mod jsapi;
