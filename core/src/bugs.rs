@@ -40,10 +40,13 @@ pub enum Bug {
     /// starting them is queued as one more job, so a worker may read one that is not
     /// running yet (NATS #7503, a panic under parallel restore).
     RestoreBeforeServices,
+    /// The archive reader trusts a record's declared lengths to fit its chunk (the class of
+    /// NATS's restore bugs: a length from the archive used unchecked).
+    RestoreTrustsArchiveLength,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeCommit,
         Bug::VoteBeforeSync,
         Bug::DamagedNodeVotes,
@@ -51,6 +54,7 @@ impl Bug {
         Bug::BlockDirNotSynced,
         Bug::FsyncFailureBelieved,
         Bug::RestoreBeforeServices,
+        Bug::RestoreTrustsArchiveLength,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Bug {
             Bug::BlockDirNotSynced => "block-dir-not-synced",
             Bug::FsyncFailureBelieved => "fsync-failure-believed",
             Bug::RestoreBeforeServices => "restore-before-services",
+            Bug::RestoreTrustsArchiveLength => "restore-trusts-archive-length",
         }
     }
 
@@ -78,6 +83,7 @@ impl Bug {
             Bug::RestoreBeforeServices => {
                 "parallel startup restores streams before their shared services are started (NATS #7503)"
             }
+            Bug::RestoreTrustsArchiveLength => "the archive reader trusts a record's declared lengths to fit its chunk",
         }
     }
 

@@ -162,6 +162,11 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Cluster(|seed| Swarm { budget: Budget::Beyond, ..Swarm::from_seed(seed) }),
     },
     Scenario {
+        name: "backup-restore",
+        about: "streams with a pulled and acked consumer backed up, forged damage to each archive read, and each archive restored as a new stream under the nemesis, then checked against it",
+        kind: Kind::Cluster(|seed| Swarm { consumers: true, backup_restore: true, ..Swarm::from_seed(seed) }),
+    },
+    Scenario {
         name: "store-crash",
         about: "one store on faultfs under random operations, crashes in every mode, fsync EIO, ENOSPC, read faults",
         kind: Kind::Store { steps: 500 },

@@ -66,7 +66,8 @@ pub fn run(scenario: &Scenario, seed: u64, bug: Option<Bug>, schedule: Option<Sc
                 },
                 stats: format!(
                     "acked {} reads-checked {} leaders {} compactions {} snapshots-restored {} catch-ups {} \
-                     snapshot-requests {} over-budget-skipped {} schedule-events {}",
+                     snapshot-requests {} over-budget-skipped {} schedule-events {} restores-checked {} \
+                     hostile-archives {}",
                     s.acked,
                     s.reads_checked,
                     s.leaders_seen,
@@ -75,7 +76,9 @@ pub fn run(scenario: &Scenario, seed: u64, bug: Option<Bug>, schedule: Option<Sc
                     s.catchups_completed,
                     s.snapshot_requests,
                     s.over_budget,
-                    schedule.events.len()
+                    schedule.events.len(),
+                    s.restores_checked,
+                    s.hostile_archives
                 ),
                 faults: out.stats.faults.clone(),
                 trace: out.trace,

@@ -42,7 +42,7 @@ fn the_regression_corpus_holds() {
 
 #[test]
 fn a_cluster_run_is_a_pure_function_of_its_seed() {
-    for (name, seed) in [("swarm", 2), ("network-chaos", 3), ("bit-flip", 5)] {
+    for (name, seed) in [("swarm", 2), ("network-chaos", 3), ("bit-flip", 5), ("backup-restore", 4)] {
         let sc = catalog::find(name).unwrap();
         let a = run(sc, seed, None, None, true);
         let b = run(sc, seed, None, None, true);
@@ -70,5 +70,12 @@ fn every_scenario_runs_and_injects_what_it_is_about() {
         );
         let faults: u64 = out.faults.values().sum();
         assert!(faults > 0, "{}: no fault injected: {:?}", sc.name, out.faults);
+        if sc.name == "backup-restore" {
+            assert!(
+                !out.stats.contains("restores-checked 0 ") && !out.stats.ends_with("hostile-archives 0"),
+                "backup-restore: nothing restored or no damaged archive read: {}",
+                out.stats
+            );
+        }
     }
 }

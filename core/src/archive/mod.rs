@@ -22,6 +22,7 @@
 //! manifest's range, and every error names the member and the offset in it.
 
 mod chunker;
+pub mod hostile;
 mod read;
 mod write;
 

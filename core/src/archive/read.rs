@@ -6,6 +6,7 @@ use super::{
     END_MEMBER, FORMAT_NAME, FORMAT_VERSION, JSON_MEMBER_BYTES_MAX, MANIFEST_MEMBER, MESSAGE_BYTES_MAX,
     RECORD_HEADER_BYTES,
 };
+use crate::bugs::{self, Bug};
 use crate::store::{StoredMessage, SUBJECT_BYTES_MAX};
 use crate::stream::consumer::Consumers;
 use bytes::Bytes;
@@ -185,7 +186,8 @@ fn parse_record(chunk: &Bytes, at: usize) -> Result<StoredMessage, String> {
         return Err(format!("sequence {seq}: {headers_len} + {payload_len} bytes exceeds {MESSAGE_BYTES_MAX}"));
     }
     let body = subject_len + headers_len + payload_len;
-    if rest.len() - RECORD_HEADER_BYTES < body {
+    // Planted bug: the record's own lengths are trusted to fit its chunk.
+    if rest.len() - RECORD_HEADER_BYTES < body && !bugs::active(Bug::RestoreTrustsArchiveLength) {
         return Err(format!("sequence {seq}: record of {body} bytes runs past the chunk's end"));
     }
     let s = at + RECORD_HEADER_BYTES;

@@ -346,3 +346,27 @@ proptest! {
         }
     }
 }
+
+/// The forger's damage (checksums recomputed) is refused by the bounds alone, or reads the
+/// same archive; the record-length damage reaches the check that a record fits its chunk.
+#[test]
+fn forged_damage_is_refused_or_reads_the_same() {
+    let good = write(&messages(40));
+    let (manifest, msgs, end) = read(&good).unwrap();
+    let (mut refused, mut past_chunk, mut same) = (0, 0, 0);
+    for i in 0..800u64 {
+        let pick = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (what, bad) = hostile::damage(&good, pick).expect("a good archive unpacks");
+        match read(&bad) {
+            Err(e) => {
+                refused += 1;
+                past_chunk += usize::from(e.to_string().contains("runs past the chunk's end"));
+            }
+            Ok((m, got, e)) => {
+                assert!(m == manifest && got == msgs && e == end, "{what}: read other content");
+                same += 1;
+            }
+        }
+    }
+    assert!(refused > 600 && past_chunk > 100, "refused {refused}, past the chunk {past_chunk}, same {same}");
+}

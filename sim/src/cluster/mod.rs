@@ -17,6 +17,8 @@
 //! Everything is a function of (scenario's swarm, schedule, seed, planted bug): the trace
 //! and its hash say so.
 
+pub mod backup;
+mod consumers;
 pub mod history;
 pub mod net;
 pub mod schedule;

@@ -99,6 +99,14 @@ pub struct Swarm {
     pub stream_churn: bool,
     /// Stream 0 has a message limit (discard old), so acknowledged messages may leave it.
     pub limit_msgs: Option<u64>,
+    /// A durable consumer on every stream, pulled from, acked and nakked as the run goes,
+    /// so consumer state is in what the agreement and recovery checks compare (off in the
+    /// draw; scenarios turn it on).
+    pub consumers: bool,
+    /// Streams are backed up to archives, damaged copies of each archive are read, and each
+    /// archive is restored as a new stream through the log and checked against it (off in
+    /// the draw; the `backup-restore` scenario turns it on).
+    pub backup_restore: bool,
 }
 
 impl Swarm {
@@ -157,6 +165,8 @@ impl Swarm {
             // a replica restored or caught up under a message limit can hold a different
             // front than its peers. The `limits` scenario keeps it on.
             limit_msgs: None,
+            consumers: false,
+            backup_restore: false,
         }
     }
 
@@ -252,6 +262,11 @@ impl fmt::Display for Swarm {
             self.forced_snapshot_per_min,
             self.stream_churn,
             self.limit_msgs,
-        )
+        )?;
+        // Only when on, so the runs of seeds from before these switches print (and hash) the same.
+        if self.consumers || self.backup_restore {
+            write!(f, " consumers={} backup-restore={}", self.consumers, self.backup_restore)?;
+        }
+        Ok(())
     }
 }

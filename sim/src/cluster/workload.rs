@@ -22,9 +22,17 @@ const SCRATCH: &str = "scratch";
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Request {
-    Publish { stream: usize, id: u64 },
+    Publish {
+        stream: usize,
+        id: u64,
+    },
     Create,
     Delete,
+    /// A consumer create, pull or ack on stream `stream` (`consumers.rs`).
+    Consumer {
+        stream: usize,
+    },
+    Restore(super::backup::Step),
 }
 
 /// The scratch stream's life: created and deleted over and over during the run.
@@ -127,7 +135,7 @@ impl World {
         Ok(())
     }
 
-    fn stream_leader(&self, s: usize) -> Option<NodeId> {
+    pub(super) fn stream_leader(&self, s: usize) -> Option<NodeId> {
         let name = &self.streams[s].name;
         self.nodes.iter().flatten().find(|n| n.stream_info(name).is_ok_and(|i| i.role == Role::Leader)).map(|n| n.id())
     }
@@ -164,7 +172,8 @@ impl World {
         if churn && self.faults_on && !self.churn.busy() && self.chance(2_000) {
             self.churn_step();
         }
-        Ok(())
+        self.consumer_clients();
+        self.restore_clients()
     }
 
     /// Publishes to stream `s`: the oldest unacknowledged id not in flight, else a new one
@@ -296,6 +305,7 @@ impl World {
                 self.churn.pending = None;
                 self.churn.exists = None;
             }
+            self.restores.lost(key);
         }
     }
 
@@ -338,6 +348,16 @@ impl World {
                         );
                         self.streams[stream].unacked.insert(id);
                     }
+                    (Request::Consumer { stream }, Reply::Delivered { deliveries, .. }) => {
+                        self.consumer_delivered(n, stream, deliveries);
+                    }
+                    (Request::Consumer { .. }, reply) => {
+                        self.log(
+                            "consumer-reply",
+                            format_args!("\"node\":{n},\"reply\":{}", json_str(&format!("{reply:?}"))),
+                        );
+                    }
+                    (Request::Restore(step), reply) => self.restore_reply(n, step, reply)?,
                     (Request::Create | Request::Delete, reply) => {
                         if self.churn.pending == Some((n, req)) {
                             self.churn.pending = None;

@@ -55,6 +55,10 @@ pub struct RunStats {
     pub faults: BTreeMap<String, u64>,
     /// Schedule events skipped because they would exceed the fault budget.
     pub over_budget: u64,
+    /// Damaged archives read (`Swarm::backup_restore`).
+    pub hostile_archives: u64,
+    /// Restores whose every write was acknowledged and checked against their archive.
+    pub restores_checked: u64,
 }
 
 pub struct RunOutcome {
@@ -142,6 +146,7 @@ pub(super) struct World {
     pub(super) trace: Trace,
     pub(super) stats: RunStats,
     pub(super) churn: super::workload::Churn,
+    pub(super) restores: super::backup::Restores,
 }
 
 /// The configuration of simulated node `id` of `nodes`: short timeouts, tiny batches,
@@ -228,6 +233,7 @@ impl World {
             trace,
             stats: RunStats::default(),
             churn: super::workload::Churn::default(),
+            restores: super::backup::Restores::default(),
             spec,
         }
     }
@@ -822,6 +828,14 @@ impl World {
         if self.churn.busy() {
             w.push("a stream create or delete unanswered".into());
         }
+        if self.restores.busy() {
+            w.push("a restore in progress".into());
+        }
+        for (name, peers) in self.restored_streams() {
+            if !self.converged_peers(&name, &peers) {
+                w.push(format!("restored stream {name}: replicas not converged"));
+            }
+        }
         // The final check compares every node's stream list with the last acknowledged
         // create or delete: a follower learns of a commit a heartbeat after the leader.
         let meta_applied: Vec<_> = self.nodes.iter().flatten().map(|n| n.meta_applied_index()).collect();
@@ -834,11 +848,15 @@ impl World {
     /// Every replica of `s` up, at the same applied index with the same state, equal to the
     /// highest commit index any of them knows.
     fn converged(&self, s: &StreamHistory) -> bool {
+        self.converged_peers(&s.name, &s.peers)
+    }
+
+    fn converged_peers(&self, name: &str, peers: &[NodeId]) -> bool {
         let mut applied = Vec::new();
         let mut commit = 0;
-        for &p in &s.peers {
+        for &p in peers {
             let Some(n) = &self.nodes[p as usize - 1] else { return false };
-            let Ok(info) = n.stream_info(&s.name) else { return false };
+            let Ok(info) = n.stream_info(name) else { return false };
             if info.stream.catching_up.is_some() {
                 return false;
             }
@@ -850,9 +868,9 @@ impl World {
             return false;
         }
         let mut seen = Vec::new();
-        for &p in &s.peers {
+        for &p in peers {
             let n = self.nodes[p as usize - 1].as_ref().expect("checked above");
-            match n.stream_state_hash(&s.name) {
+            match n.stream_state_hash(name) {
                 Ok(h) => seen.push(h),
                 Err(_) => return false,
             }
@@ -958,6 +976,7 @@ impl World {
             agreement::check_final(s, replicas, self.t_ms)?;
         }
         self.churn.check_final(&self.nodes, self.t_ms)?;
+        self.check_restores()?;
         // Recovery equivalence: every node restarts cleanly and must come back the same.
         for i in 0..self.nodes.len() {
             self.stop(i);

@@ -9,7 +9,10 @@
 //! * [`recovery`]: a replica rebuilt from its snapshot and log tail equals the replica that
 //!   applied every entry;
 //! * [`liveness`]: once faults stop, every stream elects a leader and commits a new publish
-//!   within a bound.
+//!   within a bound;
+//! * [`round_trip`]: a stream restored from a backup holds exactly what the archive holds;
+//! * [`hostile_archive`]: a forged, damaged archive is refused or reads the same, never
+//!   panics.
 //!
 //! A violation stops the run and names the invariant, node, stream, sequence and simulated
 //! time. Faults the simulator injected are never violations by themselves: an injected disk
@@ -17,10 +20,12 @@
 
 pub mod agreement;
 pub mod durability;
+pub mod hostile_archive;
 pub mod liveness;
 pub mod no_gaps;
 pub mod raft_safety;
 pub mod recovery;
+pub mod round_trip;
 
 use sluice_core::env::NodeId;
 use std::fmt;
