@@ -1,8 +1,9 @@
 //! `sluice backup` and `sluice restore` against real clusters (processes, TCP, fsync):
-//! a stream with a moved front, headers and a consumer with pending deliveries survives the
-//! round trip message for message; archives with gaps keep them; messages past `max_age`
-//! keep their sequence; and an existing name, a cut archive, an unknown version or an
-//! archive that breaks the stream's limits are refused with nothing left behind.
+//! a stream with a moved front, headers and a consumer with pending deliveries is backed
+//! up, deleted and restored message for message (and backs up again to the same bytes);
+//! archives with gaps keep them; messages past `max_age` keep their sequence; and an
+//! existing name, overlapping subjects, a cut archive, an unknown version or an archive
+//! that breaks the stream's limits are refused with nothing left behind.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod support;
@@ -132,7 +133,15 @@ async fn a_stream_and_its_consumer_survive_backup_and_restore_on_a_3_node_cluste
     let before = c.info().await.unwrap().clone();
     assert_eq!(before.num_ack_pending, 10, "{before:?}");
 
-    // Back up through node 2, restore through node 3 under another name.
+    // What the stream holds, to compare with after the restore.
+    let orders = js.get_stream("ORDERS").await.unwrap();
+    let mut held = Vec::new();
+    for seq in src.first_sequence..=src.last_sequence {
+        let m = orders.get_raw_message(seq).await.unwrap();
+        held.push((m.sequence, m.subject, m.payload, m.headers, m.time));
+    }
+
+    // Back up through node 2; the stream is lost; restore it through node 3.
     let first = dir.join("orders.archive");
     let (code, out, err) = sluice(&[
         "backup",
@@ -146,27 +155,45 @@ async fn a_stream_and_its_consumer_survive_backup_and_restore_on_a_3_node_cluste
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("250 messages") && out.contains("1 consumers"), "{out}");
     assert!(!dir.join("orders.archive.partial").exists());
-    let (code, out, err) =
-        sluice(&["restore", "--server", &cluster.nodes[2].client, first.to_str().unwrap(), "--as", "COPY"]);
+    retry("delete stream", || js.delete_stream("ORDERS")).await;
+    assert!(!exists(&js, "ORDERS").await);
+    let (code, out, err) = sluice(&["restore", "--server", &cluster.nodes[2].client, first.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("restored COPY: 250 messages, 0 expired") && out.contains("last sequence 300"), "{out}");
+    assert!(out.contains("restored ORDERS: 250 messages, 0 expired") && out.contains("last sequence 300"), "{out}");
 
-    let copy = state(&js, "COPY").await;
+    let now = state(&js, "ORDERS").await;
     assert_eq!(
-        (copy.first_sequence, copy.last_sequence, copy.messages, copy.bytes),
+        (now.first_sequence, now.last_sequence, now.messages, now.bytes),
         (src.first_sequence, src.last_sequence, src.messages, src.bytes)
     );
-    let (orders, copied) = (js.get_stream("ORDERS").await.unwrap(), js.get_stream("COPY").await.unwrap());
-    for seq in src.first_sequence..=src.last_sequence {
-        let (a, b) = (orders.get_raw_message(seq).await.unwrap(), copied.get_raw_message(seq).await.unwrap());
-        assert_eq!((a.subject, a.payload, a.headers, a.time), (b.subject, b.payload, b.headers, b.time), "seq {seq}");
+    let orders = js.get_stream("ORDERS").await.unwrap();
+    for (seq, subject, payload, headers, time) in held {
+        let m = orders.get_raw_message(seq).await.unwrap();
+        assert_eq!((m.subject, m.payload, m.headers, m.time), (subject, payload, headers, time), "seq {seq}");
     }
-    let mut restored = copied.get_consumer::<consumer::pull::Config>("C").await.unwrap();
+    let mut restored = orders.get_consumer::<consumer::pull::Config>("C").await.unwrap();
     let after = restored.info().await.unwrap().clone();
     assert_eq!(
         (after.num_ack_pending, after.ack_floor, after.delivered, after.num_pending),
         (before.num_ack_pending, before.ack_floor, before.delivered, before.num_pending)
     );
+
+    // The restored stream backs up to the same bytes: messages, gaps, consumer state, config.
+    let second = dir.join("again.archive");
+    let (code, out, err) = sluice(&[
+        "backup",
+        "--server",
+        &cluster.nodes[0].client,
+        "--stream",
+        "ORDERS",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(), "the archives differ");
+    let (manifest, consumers, msgs) = read_archive(&second);
+    assert_eq!((manifest.state.msgs, consumers.len(), msgs.len(), manifest.replicas), (250, 1, 250, Some(3)));
+
     // The restored consumer goes on where the original was: the next fetch continues the
     // stream after the 20 delivered.
     let mut batch = restored.fetch().max_messages(1).messages().await.unwrap();
@@ -174,30 +201,15 @@ async fn a_stream_and_its_consumer_survive_backup_and_restore_on_a_3_node_cluste
     assert_eq!(next.info().unwrap().stream_sequence, 71);
     next.ack_with(AckKind::Ack).await.unwrap();
 
-    // The restored stream backs up to the same archive content (its name aside).
-    let second = dir.join("copy.archive");
-    let (code, out, err) = sluice(&[
-        "backup",
-        "--server",
-        &cluster.nodes[0].client,
-        "--stream",
-        "COPY",
-        "--out",
-        second.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let (m1, c1, msgs1) = read_archive(&first);
-    let (m2, c2, msgs2) = read_archive(&second);
-    assert_eq!(msgs1, msgs2);
-    assert_eq!((m1.state, m1.replicas), (m2.state, m2.replicas));
-    assert_eq!(m2.config.name, "COPY");
-    assert_eq!(c1.len(), 1);
-    assert_ne!(c1, c2, "the consumer moved on by one delivery and ack");
-
-    // A restore never writes into an existing stream.
+    // A restore never writes into an existing stream, nor beside one that takes its subjects.
     let (code, _, err) = sluice(&["restore", "--server", &cluster.nodes[0].client, first.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("exists"), "{err}");
+    let (code, _, err) =
+        sluice(&["restore", "--server", &cluster.nodes[0].client, first.to_str().unwrap(), "--as", "COPY"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("overlap"), "{err}");
+    assert!(!exists(&js, "COPY").await);
     assert_eq!(state(&js, "ORDERS").await.messages, 250);
     let _ = std::fs::remove_dir_all(&dir);
 }

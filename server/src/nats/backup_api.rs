@@ -19,7 +19,7 @@
 //! `{"error":{"code","err_code","description"}}` as on `$JS.API`.
 
 use super::conn::Context;
-use super::jsapi::{call, err, error_json, op_error, ApiReply};
+use super::jsapi::{call, err, error_json, op_error, overlap_refusal, ApiReply};
 use crate::ops::{BackupOp, Op, OpResult, RestoreOp};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -70,11 +70,18 @@ pub async fn handle(ctx: &Context, subject: &[u8], payload: Bytes) -> ApiReply {
             Err(e) => return bad(&format!("invalid chunk request: {e}")),
         },
         ["RESTORE", "BEGIN", s] => match serde_json::from_slice::<BeginRequest>(&payload) {
-            Ok(r) => Op::Restore {
-                stream: (*s).into(),
-                op: RestoreOp::Begin { config: r.config, replicas: r.replicas },
-                body: Bytes::new(),
-            },
+            Ok(r) if r.config.name == *s => {
+                // As for a create: a restored stream's subjects must not overlap another's.
+                if let Some(refusal) = overlap_refusal(ctx, "", s, &r.config.subjects) {
+                    return json(refusal);
+                }
+                Op::Restore {
+                    stream: (*s).into(),
+                    op: RestoreOp::Begin { config: r.config, replicas: r.replicas },
+                    body: Bytes::new(),
+                }
+            }
+            Ok(_) => return bad("the subject's stream name and the config's differ"),
             Err(e) => return bad(&format!("invalid restore request: {e}")),
         },
         ["RESTORE", "CHUNK", s] => Op::Restore { stream: (*s).into(), op: RestoreOp::Chunk, body: payload },

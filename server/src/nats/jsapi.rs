@@ -324,17 +324,20 @@ async fn create(ctx: &Context, name: &str, payload: &[u8]) -> Value {
         Ok(c) => c,
         Err(v) => return v,
     };
-    // Refuse subjects that overlap another stream's (a publish must have one home).
-    for (other, subjects) in ctx.subjects.borrow().iter() {
-        if other != name && subjects.iter().any(|s| config.subjects.iter().any(|c| overlaps(s, c))) {
-            return error_json(
-                "stream_create_response",
-                err::SUBJECT_OVERLAP,
-                "subjects overlap with an existing stream",
-            );
-        }
+    if let Some(refusal) = overlap_refusal(ctx, "stream_create_response", name, &config.subjects) {
+        return refusal;
     }
     stream_response("stream_create_response", call(ctx, Op::CreateStream { config, replicas }).await)
+}
+
+/// The refusal for `subjects` if they overlap another stream's (a publish must have one home).
+pub(super) fn overlap_refusal(ctx: &Context, kind: &str, name: &str, subjects: &[String]) -> Option<Value> {
+    let overlap = ctx
+        .subjects
+        .borrow()
+        .iter()
+        .any(|(other, theirs)| other != name && theirs.iter().any(|s| subjects.iter().any(|c| overlaps(s, c))));
+    overlap.then(|| error_json(kind, err::SUBJECT_OVERLAP, "subjects overlap with an existing stream"))
 }
 
 /// Whether two subject filters can match one subject.
