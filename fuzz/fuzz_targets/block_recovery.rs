@@ -14,7 +14,7 @@ use std::path::Path;
 fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else { return };
     let disk = FaultFs::new(0);
-    let dir = Path::new("/stream");
+    let dir = Path::new("stream");
     disk.create_dir_all(dir).expect("memory");
     let at = rest.len() * usize::from(split) / 255;
     for (name, bytes) in [("0000000001.blk", &rest[..at]), ("0000000002.blk", &rest[at..])] {

@@ -59,7 +59,7 @@ fn archive(first: u64, last: u64, consumers: usize) -> Vec<u8> {
 
 fn block_files() -> Vec<Vec<u8>> {
     let disk = FaultFs::new(1);
-    let dir = Path::new("/stream");
+    let dir = Path::new("stream");
     let config = StoreConfig { block_size_bytes: 512, ..StoreConfig::default() };
     let (mut store, _) = FileStore::open(disk.clone(), dir, config).expect("a new store");
     for seq in 1..=30u64 {

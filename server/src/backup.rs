@@ -10,8 +10,9 @@
 //! Restore reads the archive twice. The first pass checks all of it (every bound, every
 //! sequence, the checksum) and writes nothing: a damaged or hostile archive is refused before
 //! a stream exists. The second pass creates the stream (refused if the name exists) and
-//! writes consumers and messages through the stream's log; if anything fails after the
-//! create, the stream is deleted again (only that stream: the delete names its group).
+//! writes messages, then consumers, through the stream's log, each write naming the group
+//! the create made; if anything fails after the create, the stream is deleted again, on a
+//! fresh connection (only that stream: the delete names its group).
 
 use crate::client::Client;
 use crate::nats::backup_api::BLOB_TAG;
@@ -123,6 +124,7 @@ pub struct BackupReport {
 /// Writes stream `stream` on `server` to the archive `out`.
 pub fn backup(server: &str, stream: &str, out: &Path) -> Result<BackupReport, String> {
     let started = Instant::now();
+    sluice_core::stream::validate_stream_name(stream).map_err(|e| format!("--stream {stream:?}: {e}"))?;
     let mut api = Api::open(server, "sluice-backup")?;
     let start: BackupStart = serde_json::from_value(api.json(&format!("$SLUICE.API.BACKUP.BEGIN.{stream}"), b"")?)
         .map_err(|e| format!("backup start: {e}"))?;
@@ -136,10 +138,13 @@ pub fn backup(server: &str, stream: &str, out: &Path) -> Result<BackupReport, St
             return Err(e);
         }
     };
-    let file = std::fs::File::open(&partial).map_err(|e| format!("open {}: {e}", partial.display()))?;
-    file.sync_all().map_err(|e| format!("sync {}: {e}", partial.display()))?;
-    let archive_bytes = file.metadata().map_err(|e| e.to_string())?.len();
-    std::fs::rename(&partial, out).map_err(|e| format!("rename to {}: {e}", out.display()))?;
+    let archive_bytes = match publish_file(&partial, out) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
     Ok(BackupReport {
         msgs,
         consumers: start.consumers.len(),
@@ -147,6 +152,23 @@ pub fn backup(server: &str, stream: &str, out: &Path) -> Result<BackupReport, St
         content_bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// Makes the finished `partial` durable as `out`: the file synced, renamed, and the rename
+/// synced (the directory). Returns the file's size.
+fn publish_file(partial: &Path, out: &Path) -> Result<u64, String> {
+    let file = std::fs::File::open(partial).map_err(|e| format!("open {}: {e}", partial.display()))?;
+    file.sync_all().map_err(|e| format!("sync {}: {e}", partial.display()))?;
+    let bytes = file.metadata().map_err(|e| e.to_string())?.len();
+    std::fs::rename(partial, out).map_err(|e| format!("rename to {}: {e}", out.display()))?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("sync the directory {}: {e}", dir.display()))?;
+    Ok(bytes)
 }
 
 /// `<out>.partial` beside `out`.
@@ -244,17 +266,32 @@ pub fn restore(server: &str, file: &Path, rename: Option<&str>, replicas: Option
 
     let mut api = Api::open(server, "sluice-restore")?;
     let begin = serde_json::json!({ "config": config, "replicas": replicas });
-    let created = api.json(&format!("$SLUICE.API.RESTORE.BEGIN.{name}"), begin.to_string().as_bytes())?;
+    let created = match api.json(&format!("$SLUICE.API.RESTORE.BEGIN.{name}"), begin.to_string().as_bytes()) {
+        Ok(v) => v,
+        // Refused outright: nothing was created.
+        Err(e) if e.contains("exists") || e.contains("overlap") || e.contains("invalid") => return Err(e),
+        // No answer, or one that leaves the outcome open: the create may still commit.
+        Err(e) => {
+            return Err(format!(
+                "{e}; the stream {name} may have been created all the same: if it exists and is empty, delete it"
+            ))
+        }
+    };
     let group = created.get("group").and_then(|g| g.as_u64()).ok_or("restore begin: no group in the answer")?;
-    match write_stream(&mut api, &name, open()?, manifest.state.msgs) {
+    match write_stream(&mut api, &name, group, open()?, manifest.state.msgs) {
         Ok(mut report) => {
             report.stream = name;
             report.elapsed = started.elapsed();
             Ok(report)
         }
         Err(e) => {
+            // On a new connection: the failure may have been this one closing.
+            drop(api);
             let abandon = serde_json::json!({ "group": group });
-            match api.json(&format!("$SLUICE.API.RESTORE.ABANDON.{name}"), abandon.to_string().as_bytes()) {
+            let deleted = Api::open(server, "sluice-restore").and_then(|mut api| {
+                api.json(&format!("$SLUICE.API.RESTORE.ABANDON.{name}"), abandon.to_string().as_bytes())
+            });
+            match deleted {
                 Ok(_) => Err(format!("{e}; the partly restored stream {name} was deleted")),
                 Err(e2) => {
                     Err(format!("{e}; the partly restored stream {name} could not be deleted ({e2}): delete it"))
@@ -264,8 +301,16 @@ pub fn restore(server: &str, file: &Path, rename: Option<&str>, replicas: Option
     }
 }
 
-/// Pass 2: the archive's consumers and messages into the stream created for them.
-fn write_stream(api: &mut Api, name: &str, input: impl std::io::Read, total: u64) -> Result<RestoreReport, String> {
+/// Pass 2: the archive's messages, then its consumers, into the stream created for them
+/// (group `group`). Consumers go last: one restored before its messages would find its
+/// pending deliveries missing at the first pull and drop them.
+fn write_stream(
+    api: &mut Api,
+    name: &str,
+    group: u64,
+    input: impl std::io::Read,
+    total: u64,
+) -> Result<RestoreReport, String> {
     let mut report = RestoreReport {
         stream: String::new(),
         stored: 0,
@@ -278,7 +323,10 @@ fn write_stream(api: &mut Api, name: &str, input: impl std::io::Read, total: u64
     let mut last_seq = 0;
     let mut progress = Progress::new("restore", total);
     let (mut read, mut bytes) = (0u64, 0u64);
-    let chunk_subject = format!("$SLUICE.API.RESTORE.CHUNK.{name}");
+    let chunk_subject = format!("$SLUICE.API.RESTORE.CHUNK.{name}.{group}");
+    // At most CONSUMERS_MAX exports of at most CONSUMER_EXPORT_BYTES_MAX each (the reader
+    // checks both), held until the messages are in.
+    let mut consumers = Vec::new();
     let send = |api: &mut Api, chunk: CatchupChunk, report: &mut RestoreReport| -> Result<(), String> {
         let answer = api.json(&chunk_subject, &chunk.encode())?;
         let field = |k: &str| answer.get(k).and_then(|v| v.as_u64()).ok_or(format!("restore chunk: no {k}"));
@@ -290,10 +338,7 @@ fn write_stream(api: &mut Api, name: &str, input: impl std::io::Read, total: u64
     ArchiveReader::read(input, |item| {
         match item {
             ArchiveItem::Manifest(m) => last_seq = m.state.last_seq,
-            ArchiveItem::Consumer(c) => {
-                api.json(&format!("$SLUICE.API.RESTORE.CONSUMER.{name}"), &c)?;
-                report.consumers += 1;
-            }
+            ArchiveItem::Consumer(c) => consumers.push(c),
             ArchiveItem::Message(m) => {
                 read += 1;
                 bytes += (m.subject.len() + m.headers.len() + m.payload.len()) as u64;
@@ -308,6 +353,10 @@ fn write_stream(api: &mut Api, name: &str, input: impl std::io::Read, total: u64
     .map_err(|e| e.to_string())?;
     if let Some(chunk) = chunker.finish(last_seq) {
         send(api, chunk, &mut report)?;
+    }
+    for c in consumers {
+        api.json(&format!("$SLUICE.API.RESTORE.CONSUMER.{name}.{group}"), &c)?;
+        report.consumers += 1;
     }
     progress.done();
     if report.last_seq < last_seq {

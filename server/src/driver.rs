@@ -32,7 +32,8 @@ use sluice_core::env::{Clock, MonoTime, NodeId};
 use sluice_core::node::{ClientError, Node, Reply, RequestId, StreamDef, Work};
 use sluice_core::os::{OsClock, OsDisk};
 use sluice_core::raft::Role;
-use sluice_core::stream::Publish;
+use sluice_core::stream::consumer::Consumers;
+use sluice_core::stream::{CatchupChunk, Publish};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -556,14 +557,26 @@ impl Driver {
                     Err(e) => self.meta_error(e),
                 };
             }
-            RestoreOp::Chunk | RestoreOp::Consumer => {
-                if self.def(stream).is_none() {
-                    return Step::Done(OpResult::error(ErrorCode::NoSuchStream, "stream not found"));
+            RestoreOp::Chunk { group } | RestoreOp::Consumer { group } => {
+                // Only into the stream this restore created: not one made since under the name.
+                if self.def(stream).is_none_or(|d| d.group != *group) {
+                    return Step::Done(OpResult::error(
+                        ErrorCode::NoSuchStream,
+                        "stream not found (or not the one this restore created)",
+                    ));
                 }
                 if let Some(step) = self.unless_leader(stream) {
                     return step;
                 }
-                if *op == RestoreOp::Chunk {
+                // Checked here too, so garbage is refused before it is proposed and logged.
+                let valid = match op {
+                    RestoreOp::Chunk { .. } => CatchupChunk::decode(body).map(drop).map_err(|e| e.to_string()),
+                    _ => Consumers::new().import(body).map(drop),
+                };
+                if let Err(e) = valid {
+                    return Step::Done(OpResult::error(ErrorCode::BadRequest, format!("restore body: {e}")));
+                }
+                if matches!(op, RestoreOp::Chunk { .. }) {
                     self.node.restore_chunk(now, self.wall_ns(), stream, body.clone())
                 } else {
                     self.node.restore_consumer(now, stream, body.clone())
@@ -762,9 +775,10 @@ impl Driver {
             let result = match reply {
                 Reply::Published { seq, duplicate } => OpResult::Published { seq, duplicate },
                 Reply::StreamDeleted { .. } => OpResult::Deleted,
-                Reply::StreamCreated { .. } => match created.as_deref().and_then(|name| self.def(name)) {
-                    Some(def) => self.view(&def),
-                    None => OpResult::error(ErrorCode::Unavailable, "created and deleted again"),
+                // The stream the entry created, by group: a restore's clean-up names it.
+                Reply::StreamCreated { group } => match created.as_deref().and_then(|name| self.def(name)) {
+                    Some(def) if def.group == group => self.view(&def),
+                    _ => OpResult::error(ErrorCode::Unavailable, "created and deleted again"),
                 },
                 Reply::ConsumerCreated { name } => {
                     match consumer_of.as_deref().and_then(|s| self.def(s)).and_then(|d| self.consumer_view(&d, &name)) {

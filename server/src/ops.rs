@@ -99,10 +99,12 @@ pub enum BackupOp {
 pub enum RestoreOp {
     /// Creates the stream, refused if the name exists: `OpResult::Stream` (with its group).
     Begin { config: StreamConfig, replicas: u8 },
-    /// `body` is an encoded `CatchupChunk`: `OpResult::Restored`.
-    Chunk,
-    /// `body` is one consumer's export: `OpResult::Consumer`.
-    Consumer,
+    /// `body` is an encoded `CatchupChunk`: `OpResult::Restored`. Refused unless the
+    /// stream is still `group`, the one the restore's `Begin` created.
+    Chunk { group: u64 },
+    /// `body` is one consumer's export: `OpResult::Consumer`. Refused unless the stream is
+    /// still `group`.
+    Consumer { group: u64 },
     /// Deletes the stream if it is still `group`: what a failed restore leaves.
     Abandon { group: u64 },
 }
@@ -196,7 +198,7 @@ impl Op {
     pub fn consumer_stream(&self) -> Option<&str> {
         match self {
             Op::Consumer { stream, op: ConsumerOp::Create { .. } }
-            | Op::Restore { stream, op: RestoreOp::Consumer, .. } => Some(stream),
+            | Op::Restore { stream, op: RestoreOp::Consumer { .. }, .. } => Some(stream),
             _ => None,
         }
     }
@@ -633,7 +635,7 @@ mod tests {
                 op: RestoreOp::Begin { config: StreamConfig::new("s", ["a.>"]), replicas: 1 },
                 body: Bytes::new(),
             },
-            Op::Restore { stream: "s".into(), op: RestoreOp::Chunk, body: Bytes::from_static(b"chunk") },
+            Op::Restore { stream: "s".into(), op: RestoreOp::Chunk { group: 4 }, body: Bytes::from_static(b"chunk") },
             Op::Restore { stream: "s".into(), op: RestoreOp::Abandon { group: 7 }, body: Bytes::new() },
         ]
     }

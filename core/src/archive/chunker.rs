@@ -4,7 +4,7 @@
 //! trailing gaps are kept too.
 
 use crate::store::StoredMessage;
-use crate::stream::{CatchupChunk, CATCHUP_CHUNK_MSGS_MAX, RESTORE_CHUNK_BYTES_MAX};
+use crate::stream::{CatchupChunk, CATCHUP_CHUNK_BYTES_MAX, CATCHUP_CHUNK_MSGS_MAX, RESTORE_CHUNK_BYTES_MAX};
 
 /// Encoded bytes of a chunk besides its messages, and of a message besides its content
 /// (`CatchupChunk::encode`).
@@ -19,14 +19,15 @@ pub struct RestoreChunker {
 }
 
 impl RestoreChunker {
-    /// Chunks of about `target_bytes` encoded (clamped to what one restore entry holds; a
-    /// single larger message still goes, alone).
+    /// Chunks of about `target_bytes` encoded, clamped to what one restore entry and one
+    /// catch-up chunk hold (a single larger message still goes, alone).
     pub fn new(target_bytes: usize) -> RestoreChunker {
         RestoreChunker {
             next_from: 1,
             messages: Vec::new(),
             encoded_bytes: CHUNK_FIXED_BYTES,
-            target_bytes: target_bytes.clamp(CHUNK_FIXED_BYTES + 1, RESTORE_CHUNK_BYTES_MAX),
+            target_bytes: target_bytes
+                .clamp(CHUNK_FIXED_BYTES + 1, RESTORE_CHUNK_BYTES_MAX.min(CATCHUP_CHUNK_BYTES_MAX as usize)),
         }
     }
 

@@ -33,6 +33,7 @@ pub use chunker::RestoreChunker;
 pub use read::{ArchiveItem, ArchiveReader};
 pub use write::ArchiveWriter;
 
+use crate::format::block::SEQ_MAX;
 use crate::store::{StreamState, SUBJECT_BYTES_MAX};
 use crate::stream::StreamConfig;
 use std::fmt;
@@ -93,6 +94,9 @@ impl ArchivedState {
         let s = self;
         if s.first_seq == 0 || s.last_seq.checked_add(1).is_none_or(|next| s.first_seq > next) {
             return Err(format!("inconsistent state {s:?}"));
+        }
+        if s.last_seq > SEQ_MAX {
+            return Err(format!("last sequence {} beyond the sequence space ({SEQ_MAX})", s.last_seq));
         }
         if s.msgs > s.last_seq + 1 - s.first_seq {
             return Err(format!("{} messages cannot fit sequences {}..={}", s.msgs, s.first_seq, s.last_seq));

@@ -68,7 +68,10 @@ impl<W: Write> ArchiveWriter<W> {
         if let Err(reason) = self.state.check_next(self.last_seq, m.seq) {
             return bad(reason);
         }
-        if m.subject.len() > SUBJECT_BYTES_MAX || m.headers.len() + m.payload.len() > MESSAGE_BYTES_MAX {
+        if m.subject.is_empty()
+            || m.subject.len() > SUBJECT_BYTES_MAX
+            || m.headers.len() + m.payload.len() > MESSAGE_BYTES_MAX
+        {
             return bad(format!("message {} exceeds the archive's bounds", m.seq));
         }
         let start = self.chunk.len();

@@ -424,6 +424,12 @@ impl<D: Disk> StreamMachine<D> {
             if size > u64::from(limits.max_msg_size_bytes) {
                 return refuse(format!("message {} of {size} bytes above max_msg_size_bytes", m.seq));
             }
+            // Every refusal the store would make is made here first: a store error while
+            // writing would stop the replica, and every replica would stop at this entry.
+            let stored = crate::format::block::record_len(m.subject.len(), m.headers.len(), m.payload.len());
+            if limits.max_bytes.is_some_and(|max| stored > max) {
+                return refuse(format!("message {} of {stored} stored bytes above the stream's max_bytes", m.seq));
+            }
             if expired_before.is_some_and(|t| m.timestamp_ns < t) {
                 expired += 1;
                 continue;
@@ -431,13 +437,22 @@ impl<D: Disk> StreamMachine<D> {
             // Discard-new limits refuse the chunk before any of it is written; discard-old
             // ones drop the oldest messages as the store writes, as for publishes.
             msgs += 1;
-            bytes += crate::format::block::record_len(m.subject.len(), m.headers.len(), m.payload.len());
+            bytes += stored;
             if limits.discard == crate::store::Discard::New
                 && (limits.max_msgs.is_some_and(|max| msgs > max) || limits.max_bytes.is_some_and(|max| bytes > max))
             {
                 return refuse(format!("message {} would exceed the stream's limits", m.seq));
             }
             kept.push(m);
+        }
+        // The store cannot record a gap reaching SEQ_MAX (`skip_through`): refused here, as
+        // an outcome, rather than failing every replica's store at the same entry. Checked on
+        // what is kept, after expiry.
+        if chunk.through_seq >= SEQ_MAX && kept.last().is_none_or(|m| m.seq < chunk.through_seq) {
+            return refuse(format!(
+                "a gap through sequence {} reaches the end of the sequence space",
+                chunk.through_seq
+            ));
         }
         let stored = kept.len() as u64;
         let kept_chunk = CatchupChunk { from_seq: chunk.from_seq, through_seq: chunk.through_seq, messages: kept };

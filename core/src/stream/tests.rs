@@ -790,16 +790,19 @@ fn restore_into(m: &mut StreamMachine<OsDisk>, archive: &[u8], now_ns: i64, chun
     let mut chunker = RestoreChunker::new(chunk_bytes);
     let restore = |c: CatchupChunk| entry(StreamEntry::Restore { now_wall_ns: now_ns, chunk: Bytes::from(c.encode()) });
     let mut last_seq = 0;
+    let mut consumers = Vec::new();
     ArchiveReader::read(archive, |item| {
         match item {
             ArchiveItem::Manifest(man) => last_seq = man.state.last_seq,
-            ArchiveItem::Consumer(c) => entries.push(entry(StreamEntry::ConsumerRestore { consumer: c })),
+            ArchiveItem::Consumer(c) => consumers.push(entry(StreamEntry::ConsumerRestore { consumer: c })),
             ArchiveItem::Message(msg) => entries.extend(chunker.push(msg).map(restore)),
         }
         Ok(())
     })
     .unwrap();
     entries.extend(chunker.finish(last_seq).map(restore));
+    // Consumers after the messages, as the command restores them.
+    entries.extend(consumers);
     apply_all(m, &log_of(entries))
 }
 
@@ -859,6 +862,17 @@ fn restore_chunks_that_do_not_fit_are_refused_whole() {
     assert!(refused(&outcomes[0]) && refused(&outcomes[1]) && refused(&outcomes[2]), "{outcomes:?}");
     assert!(matches!(outcomes[3], ApplyOutcome::Rejected { reason: RejectReason::Malformed(_) }), "{outcomes:?}");
     assert_eq!(m.state().last_seq, 0, "refusals write nothing");
+
+    // What the store itself would refuse is refused as an outcome, not a store failure that
+    // would stop every replica: one message above max_bytes, a gap reaching SEQ_MAX.
+    let tiny = Limits { max_bytes: Some(40), discard: Discard::Old, ..Limits::default() };
+    let mut m = fx.fresh("c", config(tiny));
+    let out = m.apply(1, &restore(1, 1, vec![msg(1, "orders.a", SEC)], SEC)).unwrap();
+    assert!(refused(&out), "{out:?}");
+    let out = m.apply(2, &restore(1, crate::format::block::SEQ_MAX, vec![], SEC)).unwrap();
+    assert!(refused(&out), "{out:?}");
+    assert!(m.failure().is_none() && m.state().last_seq == 0);
+    m.check_invariants();
 
     // Messages past max_age at the leader's time are left out, keeping their sequences.
     let mut aged = config(Limits::default());

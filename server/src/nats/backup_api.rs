@@ -11,8 +11,10 @@
 //! | `BACKUP.CONSUMER.<s>.<c>` | empty | blob: `Consumers::export` bytes |
 //! | `BACKUP.CHUNK.<s>` | JSON `{"from_seq","to_seq","max_bytes"}` | blob: a `CatchupChunk` |
 //! | `RESTORE.BEGIN.<s>` | JSON `{"config","replicas"}` | JSON `{"group"}` |
-//! | `RESTORE.CHUNK.<s>` | a `CatchupChunk` | JSON `{"last_seq","stored","expired"}` |
-//! | `RESTORE.CONSUMER.<s>` | `Consumers::export` bytes | JSON `{"consumer"}` |
+//! | `RESTORE.CHUNK.<s>.<group>` | a `CatchupChunk` | JSON `{"last_seq","stored","expired"}` |
+//! | `RESTORE.CONSUMER.<s>.<group>` | `Consumers::export` bytes | JSON `{"consumer"}` |
+//!
+//! `<group>` is what `RESTORE.BEGIN` answered: writes go only into the stream it created.
 //! | `RESTORE.ABANDON.<s>` | JSON `{"group"}` | JSON `{"deleted":true}` |
 //!
 //! A blob answer is the byte 0 then the data; anything else is JSON, an error being
@@ -84,8 +86,14 @@ pub async fn handle(ctx: &Context, subject: &[u8], payload: Bytes) -> ApiReply {
             Ok(_) => return bad("the subject's stream name and the config's differ"),
             Err(e) => return bad(&format!("invalid restore request: {e}")),
         },
-        ["RESTORE", "CHUNK", s] => Op::Restore { stream: (*s).into(), op: RestoreOp::Chunk, body: payload },
-        ["RESTORE", "CONSUMER", s] => Op::Restore { stream: (*s).into(), op: RestoreOp::Consumer, body: payload },
+        ["RESTORE", "CHUNK", s, g] => match g.parse() {
+            Ok(group) => Op::Restore { stream: (*s).into(), op: RestoreOp::Chunk { group }, body: payload },
+            Err(_) => return bad("the group in the subject is not a number"),
+        },
+        ["RESTORE", "CONSUMER", s, g] => match g.parse() {
+            Ok(group) => Op::Restore { stream: (*s).into(), op: RestoreOp::Consumer { group }, body: payload },
+            Err(_) => return bad("the group in the subject is not a number"),
+        },
         ["RESTORE", "ABANDON", s] => match serde_json::from_slice::<AbandonRequest>(&payload) {
             Ok(r) => Op::Restore { stream: (*s).into(), op: RestoreOp::Abandon { group: r.group }, body: Bytes::new() },
             Err(e) => return bad(&format!("invalid abandon request: {e}")),

@@ -6,11 +6,13 @@
 //! 2. forged damage to that archive ([`hostile::damage`]) is read: it must be refused or
 //!    read the same, never panic ([`hostile_archive`]);
 //! 3. the archive is restored as a new stream, one proposal at a time (the create on the
-//!    meta leader, then consumers and chunks on the new stream's leader) while the nemesis
+//!    meta leader, then chunks and consumers on the new stream's leader) while the nemesis
 //!    runs; any reply that leaves the outcome unknown abandons the restore (the stream is
 //!    deleted by group), as the command does;
 //! 4. a restore whose every write was acknowledged is checked against the oracle on the
-//!    leader that answered, and on every replica at the end of the run ([`round_trip`]).
+//!    leader that answered, and on every replica at the end of the run ([`round_trip`]);
+//!    an abandoned restore's stream must be gone by then (a create whose outcome was
+//!    unknown may commit after its clean-up: it is deleted again).
 
 use super::workload::Request;
 use super::world::{json_str, World};
@@ -19,7 +21,7 @@ use bytes::Bytes;
 use rand::Rng;
 use sluice_core::archive::{hostile, ArchiveItem, ArchiveReader, ArchiveWriter, Manifest, RestoreChunker};
 use sluice_core::env::NodeId;
-use sluice_core::node::{Node, Reply, RequestId};
+use sluice_core::node::{ClientError, Node, Reply, RequestId};
 use sluice_core::raft::Role;
 use sluice_core::store::StoredMessage;
 use sluice_faultfs::FaultFs;
@@ -96,11 +98,19 @@ pub(super) struct Restores {
     started: u64,
     /// Restores whose every write was acknowledged: (stream, what it must hold).
     pub done: Vec<(String, Archived)>,
+    /// Abandoned restores: none of these streams may exist at the end. A create whose
+    /// outcome was unknown can still commit after its clean-up found nothing; it is then
+    /// deleted again.
+    abandoned: std::collections::BTreeSet<String>,
 }
 
 impl Restores {
     pub fn busy(&self) -> bool {
         !matches!(self.phase, Phase::Idle) || self.pending.is_some()
+    }
+
+    pub fn abandoned(&self) -> impl Iterator<Item = &str> {
+        self.abandoned.iter().map(String::as_str)
     }
 
     /// The request in flight went to a node that stopped: its outcome is unknown.
@@ -141,7 +151,14 @@ impl World {
         }
         match &self.restores.phase {
             Phase::Idle => {
-                if self.faults_on && self.chance(BACKUP_PPM) {
+                let leftover = self.meta_leader_index().and_then(|i| {
+                    let n = self.nodes[i].as_ref().expect("up");
+                    self.restores.abandoned.iter().find(|name| n.stream_def(name).is_some()).cloned()
+                });
+                if let Some(name) = leftover {
+                    self.log("restore-leftover", format_args!("\"stream\":{}", json_str(&name)));
+                    self.restores.phase = Phase::Abandoning { name };
+                } else if self.faults_on && self.chance(BACKUP_PPM) {
                     self.backup()?;
                 }
             }
@@ -164,8 +181,19 @@ impl World {
                     Write::Consumer(c) => node.restore_consumer(now, &name, c.clone()),
                     Write::Chunk(c) => node.restore_chunk(now, wall, &name, c.clone()),
                 };
-                if let Ok(req) = result {
-                    self.sent(i, req, Step::Write);
+                match result {
+                    Ok(req) => self.sent(i, req, Step::Write),
+                    // Too large for an entry, or otherwise not proposable: it never will be.
+                    Err(e @ ClientError::InvalidRequest { .. }) => {
+                        return Err(Violation::new(
+                            round_trip::NAME,
+                            self.t_ms,
+                            format!("a write of a valid archive cannot be proposed: {e}"),
+                        )
+                        .node(i as u64 + 1)
+                        .stream(&name));
+                    }
+                    Err(_) => {} // no leader here after all, busy: the next step tries again
                 }
             }
             Phase::Abandoning { name } => {
@@ -177,6 +205,7 @@ impl World {
                     None => {
                         self.restores.phase = Phase::Idle;
                         self.log("restore-abandoned", format_args!("\"stream\":{}", json_str(&name)));
+                        self.restores.abandoned.insert(name);
                     }
                     Some(group) => {
                         if let Ok(req) = node.abandon_restore(now, &name, group) {
@@ -275,6 +304,7 @@ impl World {
             }
             (Phase::Abandoning { name }, Step::Abandon, Reply::StreamDeleted { .. }) => {
                 self.log("restore-abandoned", format_args!("\"stream\":{}", json_str(&name)));
+                self.restores.abandoned.insert(name);
                 Phase::Idle
             }
             // Anything else (a failure, a lost leadership, a refused abandon): the outcome is
@@ -288,8 +318,16 @@ impl World {
         Ok(())
     }
 
-    /// Every replica of every finished restore holds its archive.
+    /// Every replica of every finished restore holds its archive, and no abandoned restore
+    /// left its stream behind.
     pub(super) fn check_restores(&self) -> Result<(), Violation> {
+        for name in &self.restores.abandoned {
+            if let Some(n) = self.nodes.iter().flatten().find(|n| n.stream_def(name).is_some()) {
+                return Err(Violation::new(round_trip::NAME, self.t_ms, "an abandoned restore left its stream")
+                    .node(n.id())
+                    .stream(name));
+            }
+        }
         for (name, archived) in &self.restores.done {
             let Some(def) = self.nodes.iter().flatten().find_map(|n| n.stream_def(name).cloned()) else {
                 return Err(Violation::new(round_trip::NAME, self.t_ms, "a restored stream is gone").stream(name));
@@ -348,10 +386,10 @@ fn write_archive(node: &Node<FaultFs>, name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The restore's writes in order: each consumer, then the messages as chunks through the
-/// archive's last sequence.
+/// The restore's writes in order, as the command makes them: the messages as chunks through
+/// the archive's last sequence, then each consumer.
 fn planned_writes(a: &Archived) -> VecDeque<Write> {
-    let mut writes: VecDeque<Write> = a.consumers.iter().map(|c| Write::Consumer(Bytes::from(c.clone()))).collect();
+    let mut writes = VecDeque::new();
     let mut chunker = RestoreChunker::new(CHUNK_BYTES);
     for m in &a.messages {
         if let Some(c) = chunker.push(m.clone()) {
@@ -361,5 +399,6 @@ fn planned_writes(a: &Archived) -> VecDeque<Write> {
     if let Some(c) = chunker.finish(a.manifest.state.last_seq) {
         writes.push_back(Write::Chunk(Bytes::from(c.encode())));
     }
+    writes.extend(a.consumers.iter().map(|c| Write::Consumer(Bytes::from(c.clone()))));
     writes
 }

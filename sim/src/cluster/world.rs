@@ -831,6 +831,11 @@ impl World {
         if self.restores.busy() {
             w.push("a restore in progress".into());
         }
+        if let Some(n) = self.nodes.iter().flatten().find(|n| n.meta_role() == Role::Leader) {
+            if let Some(name) = self.restores.abandoned().find(|name| n.stream_def(name).is_some()) {
+                w.push(format!("abandoned restore stream {name} still exists"));
+            }
+        }
         for (name, peers) in self.restored_streams() {
             if !self.converged_peers(&name, &peers) {
                 w.push(format!("restored stream {name}: replicas not converged"));

@@ -14,6 +14,7 @@
 use super::config::{ConsumerConfig, ACK_PENDING_MAX, CONSUMER_CONFIG_BYTES_MAX};
 use super::state::{ConsumerState, PendingMsg};
 use super::{Consumer, Consumers, CONSUMERS_MAX};
+use crate::format::block::SEQ_MAX;
 use crate::format::FormatError;
 use crate::stream::wire::Reader;
 use std::collections::BTreeMap;
@@ -120,6 +121,13 @@ fn decode_consumer(r: &mut Reader<'_>) -> Result<Consumer, FormatError> {
     let delivered_stream_seq = r.u64()?;
     let delivered_consumer_seq = r.u64()?;
     let redelivered = r.u64()?;
+    // Counters a delivery adds one to: bounded, so no input can make that overflow.
+    if delivered_stream_seq > SEQ_MAX || delivered_consumer_seq > SEQ_MAX {
+        return Err(bad("snapshot consumer cursor", delivered_stream_seq.max(delivered_consumer_seq)));
+    }
+    if redelivered > delivered_consumer_seq {
+        return Err(bad("snapshot consumer redelivered", redelivered));
+    }
     let pending_count = r.u32()? as usize;
     if pending_count > ACK_PENDING_MAX as usize {
         return Err(bad("snapshot consumer pending count", pending_count as u64));
