@@ -16,40 +16,11 @@ use sluice_core::store::{Discard, StoredMessage};
 use sluice_core::stream::StreamConfig;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-use support::{temp_dir, Cluster};
-
-const SETTLE: Duration = Duration::from_secs(30);
+use std::time::Duration;
+use support::{retry, temp_dir, Cluster};
 
 async fn connect(url: &str) -> jetstream::Context {
-    let start = Instant::now();
-    loop {
-        match async_nats::connect(url).await {
-            Ok(c) => return jetstream::new(c),
-            Err(e) if start.elapsed() < SETTLE => {
-                eprintln!("connect {url}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("connect {url}: {e}"),
-        }
-    }
-}
-
-async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    what: &str,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let start = Instant::now();
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() < SETTLE => {
-                eprintln!("{what}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
+    jetstream::new(support::connect(url).await)
 }
 
 /// Runs `sluice <args>`: (exit code, stdout, stderr).

@@ -8,24 +8,7 @@ mod support;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use std::time::{Duration, Instant};
-use support::Cluster;
-
-/// Elections take a few seconds after start (election timeouts of 1.5 to 3 s).
-const SETTLE: Duration = Duration::from_secs(30);
-
-async fn connect(url: &str) -> async_nats::Client {
-    let start = Instant::now();
-    loop {
-        match async_nats::connect(url).await {
-            Ok(c) => return c,
-            Err(e) if start.elapsed() < SETTLE => {
-                eprintln!("connect {url}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("connect {url}: {e}"),
-        }
-    }
-}
+use support::{connect, Cluster, SETTLE};
 
 fn config(name: &str, subjects: &str, replicas: usize) -> stream::Config {
     stream::Config { name: name.into(), subjects: vec![subjects.into()], num_replicas: replicas, ..Default::default() }

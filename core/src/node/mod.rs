@@ -565,18 +565,18 @@ impl<D: Disk> Node<D> {
         config: StreamConfig,
         replicas: usize,
     ) -> Result<RequestId, ClientError> {
-        let invalid = |reason: String| Err(ClientError::InvalidRequest { reason });
-        if let Err(e) = config.validate() {
-            return invalid(e.to_string());
-        }
-        let voters = &self.meta.raft.membership().voters;
-        let Some(peers) = meta::place(voters, replicas, self.meta_state.streams().count()) else {
-            return invalid(format!(
-                "{replicas} replicas on a cluster of {} nodes; a stream has 1, 3 or 5",
-                voters.len()
-            ));
-        };
+        let peers = self.place(&config, replicas)?;
         self.propose_meta(now, MetaEntry::CreateStream { config, peers })
+    }
+
+    /// A new stream's voters, after checking its config: `replicas` of the meta group's.
+    fn place(&self, config: &StreamConfig, replicas: usize) -> Result<Vec<NodeId>, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidRequest { reason };
+        config.validate().map_err(|e| invalid(e.to_string()))?;
+        let voters = &self.meta.raft.membership().voters;
+        meta::place(voters, replicas, self.meta_state.streams().count()).ok_or_else(|| {
+            invalid(format!("{replicas} replicas on a cluster of {} nodes; a stream has 1, 3 or 5", voters.len()))
+        })
     }
 
     pub fn delete_stream(&mut self, now: MonoTime, name: &str) -> Result<RequestId, ClientError> {
@@ -599,17 +599,7 @@ impl<D: Disk> Node<D> {
         config: StreamConfig,
         replicas: usize,
     ) -> Result<RequestId, ClientError> {
-        let invalid = |reason: String| Err(ClientError::InvalidRequest { reason });
-        if let Err(e) = config.validate() {
-            return invalid(e.to_string());
-        }
-        let voters = &self.meta.raft.membership().voters;
-        let Some(peers) = meta::place(voters, replicas, self.meta_state.streams().count()) else {
-            return invalid(format!(
-                "{replicas} replicas on a cluster of {} nodes; a stream has 1, 3 or 5",
-                voters.len()
-            ));
-        };
+        let peers = self.place(&config, replicas)?;
         self.propose_meta(now, MetaEntry::RestoreStream { config, peers })
     }
 

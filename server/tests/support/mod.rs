@@ -1,12 +1,40 @@
 //! Local clusters of real `sluice server` processes for the interop and CLI tests: free
 //! loopback ports, a fresh data directory per node, stderr kept in a log file that a failing
-//! test prints. Processes are killed (SIGKILL) when the cluster is dropped.
+//! test prints. Processes are killed (SIGKILL) when the cluster is dropped. Also the
+//! async-nats connect-and-retry helpers the interop tests share.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types, dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long a test waits out elections after start-up and kills (election timeouts are 1.5
+/// to 3 s).
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Connects with async-nats, retrying until `SETTLE` passes.
+pub async fn connect(url: &str) -> async_nats::Client {
+    retry(&format!("connect {url}"), || async_nats::connect(url)).await
+}
+
+/// Retries `f` until it succeeds or `SETTLE` passes (elections after start and kills).
+pub async fn retry<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() < SETTLE => {
+                eprintln!("{what}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sluice-{tag}-{}", std::process::id()));
