@@ -688,10 +688,12 @@ impl Driver {
             num_deleted: 0,
             first_ts_ns: 0,
             last_ts_ns: 0,
+            consumers: 0,
         };
         if let Ok(info) = self.node.stream_info(&def.config.name) {
             let s = info.stream.state;
             v.leader = info.leader;
+            v.consumers = self.node.consumer_names(&def.config.name).map_or(0, |n| n.len() as u64);
             (v.first_seq, v.last_seq, v.msgs, v.bytes, v.num_deleted) =
                 (s.first_seq, s.last_seq, s.msgs, s.bytes, s.num_deleted);
             let ts = |seq| self.node.get_message(&def.config.name, seq).ok().flatten().map_or(0, |m| m.timestamp_ns);

@@ -220,6 +220,9 @@ pub struct StreamView {
     pub num_deleted: u64,
     pub first_ts_ns: i64,
     pub last_ts_ns: i64,
+    /// Durable consumers on the stream, as this node's replica has applied them.
+    #[serde(default)]
+    pub consumers: u64,
 }
 
 /// Why an operation failed, as the API reports it.

@@ -137,6 +137,7 @@ async fn a_stream_and_its_consumer_survive_backup_and_restore_on_a_3_node_cluste
         (now.first_sequence, now.last_sequence, now.messages, now.bytes),
         (src.first_sequence, src.last_sequence, src.messages, src.bytes)
     );
+    assert_eq!(now.consumer_count, 1, "stream info counts the restored consumer");
     let orders = js.get_stream("ORDERS").await.unwrap();
     for (seq, subject, payload, headers, time) in held {
         let m = orders.get_raw_message(seq).await.unwrap();

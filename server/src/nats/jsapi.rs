@@ -399,7 +399,7 @@ fn stream_info(v: &StreamView) -> Value {
             "last_seq": v.last_seq,
             "last_ts": rfc3339(v.last_ts_ns),
             "num_deleted": v.num_deleted,
-            "consumer_count": 0,
+            "consumer_count": v.consumers,
         },
         "cluster": cluster_json(v.leader, &v.peers),
     })
