@@ -17,7 +17,7 @@
 use crate::client::Client;
 use crate::nats::backup_api::BLOB_TAG;
 use crate::ops::BackupStart;
-use sluice_core::archive::{ArchiveItem, ArchiveReader, ArchiveWriter, Manifest, RestoreChunker};
+use sluice_core::archive::{restore_writes, ArchiveItem, ArchiveReader, ArchiveWriter, Manifest, RestoreWrite};
 use sluice_core::stream::CatchupChunk;
 use std::io::{BufReader, BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -301,9 +301,8 @@ pub fn restore(server: &str, file: &Path, rename: Option<&str>, replicas: Option
     }
 }
 
-/// Pass 2: the archive's messages, then its consumers, into the stream created for them
-/// (group `group`). Consumers go last: one restored before its messages would find its
-/// pending deliveries missing at the first pull and drop them.
+/// Pass 2: the archive's messages, then its consumers (`restore_writes`), into the stream
+/// created for them (group `group`).
 fn write_stream(
     api: &mut Api,
     name: &str,
@@ -319,45 +318,32 @@ fn write_stream(
         last_seq: 0,
         elapsed: Duration::ZERO,
     };
-    let mut chunker = RestoreChunker::new(RESTORE_CHUNK_BYTES);
-    let mut last_seq = 0;
     let mut progress = Progress::new("restore", total);
     let (mut read, mut bytes) = (0u64, 0u64);
     let chunk_subject = format!("$SLUICE.API.RESTORE.CHUNK.{name}.{group}");
-    // At most CONSUMERS_MAX exports of at most CONSUMER_EXPORT_BYTES_MAX each (the reader
-    // checks both), held until the messages are in.
-    let mut consumers = Vec::new();
-    let send = |api: &mut Api, chunk: CatchupChunk, report: &mut RestoreReport| -> Result<(), String> {
-        let answer = api.json(&chunk_subject, &chunk.encode())?;
-        let field = |k: &str| answer.get(k).and_then(|v| v.as_u64()).ok_or(format!("restore chunk: no {k}"));
-        report.stored += field("stored")?;
-        report.expired += field("expired")?;
-        report.last_seq = field("last_seq")?;
-        Ok(())
-    };
-    ArchiveReader::read(input, |item| {
-        match item {
-            ArchiveItem::Manifest(m) => last_seq = m.state.last_seq,
-            ArchiveItem::Consumer(c) => consumers.push(c),
-            ArchiveItem::Message(m) => {
-                read += 1;
-                bytes += (m.subject.len() + m.headers.len() + m.payload.len()) as u64;
-                if let Some(chunk) = chunker.push(m) {
-                    send(api, chunk, &mut report)?;
-                    progress.update(read, bytes);
-                }
-            }
+    let consumer_subject = format!("$SLUICE.API.RESTORE.CONSUMER.{name}.{group}");
+    let last_seq = restore_writes(input, RESTORE_CHUNK_BYTES, |w| match w {
+        RestoreWrite::Chunk(chunk) => {
+            read += chunk.messages.len() as u64;
+            bytes += chunk
+                .messages
+                .iter()
+                .map(|m| (m.subject.len() + m.headers.len() + m.payload.len()) as u64)
+                .sum::<u64>();
+            let answer = api.json(&chunk_subject, &chunk.encode())?;
+            let field = |k: &str| answer.get(k).and_then(|v| v.as_u64()).ok_or(format!("restore chunk: no {k}"));
+            report.stored += field("stored")?;
+            report.expired += field("expired")?;
+            report.last_seq = field("last_seq")?;
+            progress.update(read, bytes);
+            Ok(())
         }
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    if let Some(chunk) = chunker.finish(last_seq) {
-        send(api, chunk, &mut report)?;
-    }
-    for c in consumers {
-        api.json(&format!("$SLUICE.API.RESTORE.CONSUMER.{name}.{group}"), &c)?;
-        report.consumers += 1;
-    }
+        RestoreWrite::Consumer(c) => {
+            api.json(&consumer_subject, &c)?;
+            report.consumers += 1;
+            Ok(())
+        }
+    })?;
     progress.done();
     if report.last_seq < last_seq {
         return Err(format!("the stream ends at {} after the restore, the archive at {last_seq}", report.last_seq));

@@ -1,10 +1,13 @@
 //! Turns an archive's messages into restore chunks: `CatchupChunk`s that each start right
 //! after the previous one ends (the first at sequence 1), cover the gaps between messages,
 //! and fit one restore entry. The last chunk runs through the archive's last sequence, so
-//! trailing gaps are kept too.
+//! trailing gaps are kept too. `restore_writes` is a whole restore's writes, in order.
 
+use super::{ArchiveItem, ArchiveReader};
 use crate::store::StoredMessage;
 use crate::stream::{CatchupChunk, CATCHUP_CHUNK_BYTES_MAX, CATCHUP_CHUNK_MSGS_MAX, RESTORE_CHUNK_BYTES_MAX};
+use bytes::Bytes;
+use std::io::Read;
 
 /// Encoded bytes of a chunk besides its messages, and of a message besides its content
 /// (`CatchupChunk::encode`).
@@ -65,4 +68,50 @@ impl RestoreChunker {
         self.encoded_bytes = CHUNK_FIXED_BYTES;
         Some(chunk)
     }
+}
+
+/// One write of a restore.
+#[derive(Debug)]
+pub enum RestoreWrite {
+    /// Messages and gaps, for a restore entry.
+    Chunk(CatchupChunk),
+    /// One consumer's export, for a consumer-restore entry.
+    Consumer(Bytes),
+}
+
+/// Reads the archive `input` and hands `write` what restoring it takes, in the order a restore
+/// makes it: the messages as chunks of about `chunk_bytes` (the last through the archive's
+/// last sequence, so trailing gaps are kept), then the consumers. Consumers go last: one
+/// restored before its messages would find its pending deliveries missing at its first pull
+/// and drop them. They are held meanwhile: at most `CONSUMERS_MAX` exports of at most
+/// `CONSUMER_EXPORT_BYTES_MAX` each (the reader checks both). Returns the archive's last
+/// sequence. The command, the simulator and the tests restore through this.
+pub fn restore_writes<R: Read>(
+    input: R,
+    chunk_bytes: usize,
+    mut write: impl FnMut(RestoreWrite) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut chunker = RestoreChunker::new(chunk_bytes);
+    let mut last_seq = 0;
+    let mut consumers = Vec::new();
+    ArchiveReader::read(input, |item| {
+        match item {
+            ArchiveItem::Manifest(m) => last_seq = m.state.last_seq,
+            ArchiveItem::Consumer(c) => consumers.push(c),
+            ArchiveItem::Message(m) => {
+                if let Some(chunk) = chunker.push(m) {
+                    write(RestoreWrite::Chunk(chunk))?;
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(chunk) = chunker.finish(last_seq) {
+        write(RestoreWrite::Chunk(chunk))?;
+    }
+    for c in consumers {
+        write(RestoreWrite::Consumer(c))?;
+    }
+    Ok(last_seq)
 }

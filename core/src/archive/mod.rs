@@ -29,7 +29,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use chunker::RestoreChunker;
+pub use chunker::{restore_writes, RestoreChunker, RestoreWrite};
 pub use read::{ArchiveItem, ArchiveReader};
 pub use write::ArchiveWriter;
 

@@ -783,26 +783,18 @@ fn backup(m: &StreamMachine<OsDisk>, cfg: StreamConfig) -> Vec<u8> {
 }
 
 /// Restores an archive into the fresh machine `m` the way `sluice restore` does, applying
-/// each restore entry from log index `next`; returns the outcomes.
+/// each restore entry from log index 1; returns the outcomes.
 fn restore_into(m: &mut StreamMachine<OsDisk>, archive: &[u8], now_ns: i64, chunk_bytes: usize) -> Vec<ApplyOutcome> {
-    use crate::archive::{ArchiveItem, ArchiveReader, RestoreChunker};
+    use crate::archive::{restore_writes, RestoreWrite};
     let mut entries = Vec::new();
-    let mut chunker = RestoreChunker::new(chunk_bytes);
-    let restore = |c: CatchupChunk| entry(StreamEntry::Restore { now_wall_ns: now_ns, chunk: Bytes::from(c.encode()) });
-    let mut last_seq = 0;
-    let mut consumers = Vec::new();
-    ArchiveReader::read(archive, |item| {
-        match item {
-            ArchiveItem::Manifest(man) => last_seq = man.state.last_seq,
-            ArchiveItem::Consumer(c) => consumers.push(entry(StreamEntry::ConsumerRestore { consumer: c })),
-            ArchiveItem::Message(msg) => entries.extend(chunker.push(msg).map(restore)),
-        }
+    restore_writes(archive, chunk_bytes, |w| {
+        entries.push(entry(match w {
+            RestoreWrite::Chunk(c) => StreamEntry::Restore { now_wall_ns: now_ns, chunk: Bytes::from(c.encode()) },
+            RestoreWrite::Consumer(c) => StreamEntry::ConsumerRestore { consumer: c },
+        }));
         Ok(())
     })
     .unwrap();
-    entries.extend(chunker.finish(last_seq).map(restore));
-    // Consumers after the messages, as the command restores them.
-    entries.extend(consumers);
     apply_all(m, &log_of(entries))
 }
 

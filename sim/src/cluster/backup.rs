@@ -19,7 +19,9 @@ use super::world::{json_str, World};
 use crate::invariants::{hostile_archive, round_trip, Violation};
 use bytes::Bytes;
 use rand::Rng;
-use sluice_core::archive::{hostile, ArchiveItem, ArchiveReader, ArchiveWriter, Manifest, RestoreChunker};
+use sluice_core::archive::{
+    hostile, restore_writes, ArchiveItem, ArchiveReader, ArchiveWriter, Manifest, RestoreWrite,
+};
 use sluice_core::env::NodeId;
 use sluice_core::node::{ClientError, Node, Reply, RequestId};
 use sluice_core::raft::Role;
@@ -80,6 +82,7 @@ enum Phase {
     Creating {
         name: String,
         archived: Archived,
+        writes: VecDeque<Write>,
     },
     Writing {
         name: String,
@@ -132,11 +135,6 @@ impl Restores {
 }
 
 impl World {
-    fn meta_leader_index(&self) -> Option<usize> {
-        (0..self.nodes.len())
-            .find(|&i| self.is_up(i) && self.nodes[i].as_ref().is_some_and(|n| n.meta_role() == Role::Leader))
-    }
-
     /// The live node leading stream `name`, if any.
     fn leader_of(&self, name: &str) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
@@ -151,7 +149,7 @@ impl World {
         }
         match &self.restores.phase {
             Phase::Idle => {
-                let leftover = self.meta_leader_index().and_then(|i| {
+                let leftover = self.meta_leader().and_then(|i| {
                     let n = self.nodes[i].as_ref().expect("up");
                     self.restores.abandoned.iter().find(|name| n.stream_def(name).is_some()).cloned()
                 });
@@ -162,8 +160,8 @@ impl World {
                     self.backup()?;
                 }
             }
-            Phase::Creating { name, archived } => {
-                let Some(i) = self.meta_leader_index() else { return Ok(()) };
+            Phase::Creating { name, archived, .. } => {
+                let Some(i) = self.meta_leader() else { return Ok(()) };
                 let mut config = archived.manifest.config.clone();
                 config.name = name.clone();
                 let replicas = usize::from(archived.manifest.replicas.unwrap_or(1));
@@ -198,7 +196,7 @@ impl World {
             }
             Phase::Abandoning { name } => {
                 let name = name.clone();
-                let Some(i) = self.meta_leader_index() else { return Ok(()) };
+                let Some(i) = self.meta_leader() else { return Ok(()) };
                 let now = self.now(i);
                 let node = self.nodes[i].as_mut().expect("up");
                 match node.stream_def(&name).map(|d| d.group) {
@@ -259,7 +257,8 @@ impl World {
         let name = format!("restored{}", self.restores.started);
         self.restores.started += 1;
         self.log("restore", format_args!("\"from\":{},\"stream\":{}", json_str(&source), json_str(&name)));
-        self.restores.phase = Phase::Creating { name, archived };
+        let writes = planned_writes(&bytes);
+        self.restores.phase = Phase::Creating { name, archived, writes };
         Ok(())
     }
 
@@ -268,8 +267,7 @@ impl World {
         self.log("restore-reply", format_args!("\"node\":{n},\"reply\":{}", json_str(&format!("{reply:?}"))));
         let phase = std::mem::take(&mut self.restores.phase);
         self.restores.phase = match (phase, step, reply) {
-            (Phase::Creating { name, archived }, Step::Create, Reply::StreamCreated { .. }) => {
-                let writes = planned_writes(&archived);
+            (Phase::Creating { name, archived, writes }, Step::Create, Reply::StreamCreated { .. }) => {
                 if writes.is_empty() {
                     // An empty stream from sequence 1: nothing to write; the final check
                     // compares its replicas.
@@ -386,19 +384,16 @@ fn write_archive(node: &Node<FaultFs>, name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The restore's writes in order, as the command makes them: the messages as chunks through
-/// the archive's last sequence, then each consumer.
-fn planned_writes(a: &Archived) -> VecDeque<Write> {
+/// The restore's writes in order, as the command makes them (`restore_writes`), encoded.
+fn planned_writes(archive: &[u8]) -> VecDeque<Write> {
     let mut writes = VecDeque::new();
-    let mut chunker = RestoreChunker::new(CHUNK_BYTES);
-    for m in &a.messages {
-        if let Some(c) = chunker.push(m.clone()) {
-            writes.push_back(Write::Chunk(Bytes::from(c.encode())));
-        }
-    }
-    if let Some(c) = chunker.finish(a.manifest.state.last_seq) {
-        writes.push_back(Write::Chunk(Bytes::from(c.encode())));
-    }
-    writes.extend(a.consumers.iter().map(|c| Write::Consumer(Bytes::from(c.clone()))));
+    restore_writes(archive, CHUNK_BYTES, |w| {
+        writes.push_back(match w {
+            RestoreWrite::Chunk(c) => Write::Chunk(Bytes::from(c.encode())),
+            RestoreWrite::Consumer(c) => Write::Consumer(c),
+        });
+        Ok(())
+    })
+    .expect("an archive that read back restores");
     writes
 }

@@ -79,7 +79,7 @@ fn stream_config(name: &str, world: &World, limited: bool) -> StreamConfig {
 }
 
 impl World {
-    fn meta_leader(&self) -> Option<usize> {
+    pub(super) fn meta_leader(&self) -> Option<usize> {
         (0..self.nodes.len())
             .find(|&i| self.is_up(i) && self.nodes[i].as_ref().is_some_and(|n| n.meta_role() == Role::Leader))
     }
