@@ -643,7 +643,7 @@ impl<D: Disk> Node<D> {
         let id = self.local_group(name)?;
         let req = crate::stream::CatchupRequest { from_seq, to_seq, max_bytes };
         req.validate().map_err(|e| ClientError::InvalidRequest { reason: e.to_string() })?;
-        self.streams[&id].machine.serve_catchup(&req).map_err(|e| ClientError::Unavailable { reason: e.to_string() })
+        self.streams[&id].machine.backup_chunk(&req).map_err(|e| ClientError::Unavailable { reason: e.to_string() })
     }
 
     /// Consumer `consumer` with its state, as a backup archives it.

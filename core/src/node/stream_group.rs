@@ -54,6 +54,9 @@ impl Catchup {
 pub(super) struct CheckpointWork {
     pub checkpoint: Checkpoint,
     pub data: Bytes,
+    /// The store's removal epoch at the capture: what to release once the snapshot is
+    /// durable (store/hold.rs).
+    pub removal_mark: u64,
 }
 
 /// A started checkpoint: its captured state and the I/O still to run.
@@ -310,7 +313,11 @@ impl<D: Disk> StreamGroup<D> {
                         Err(e) => return self.fail(format!("snapshot at index {index}: {e}")),
                     };
                     match self.machine.restore(&snap) {
-                        Ok(RestoreOutcome::Ready { truncated_msgs, .. }) => {
+                        Ok(RestoreOutcome::Ready { truncated_msgs, missing_msgs, .. }) => {
+                            if missing_msgs > 0 {
+                                // Held removals should make this impossible (store/hold.rs).
+                                tracing::warn!(stream = %self.name(), index, missing_msgs, "store lacks messages its snapshot holds");
+                            }
                             if self.catchup.take().is_some() {
                                 tracing::info!(stream = %self.name(), index, "a newer snapshot ended the catch-up");
                                 self.update_campaign();
@@ -456,9 +463,10 @@ impl<D: Disk> StreamGroup<D> {
             "machine ahead of raft's applied index"
         );
         let data = Bytes::from(self.machine.snapshot().encode());
+        let removal_mark = self.machine.removal_mark();
         self.checkpoint_queued = true;
         self.stats.checkpoints += 1;
-        Ok(CheckpointWork { checkpoint, data })
+        Ok(CheckpointWork { checkpoint, data, removal_mark })
     }
 
     /// Starts the background half of a checkpoint (make the store durable through at least
@@ -538,8 +546,18 @@ impl<D: Disk> StreamGroup<D> {
             return Leftovers::default();
         }
         let index = work.checkpoint.index;
+        let removal_mark = work.removal_mark;
         match self.group.adopt_checkpoint(now, &work.checkpoint, io.snapshot, work.data) {
             Ok((compacted, leftovers)) => {
+                // The snapshot is the group's durable one: the removals it covers may reach
+                // the store now. (Not when superseded or kept aside for a catch-up: a restart
+                // may restore an older one.)
+                if compacted.is_some() {
+                    if let Err(e) = self.machine.release_removals(removal_mark) {
+                        self.fail(format!("write removals after the snapshot at {index}: {e}"));
+                        return leftovers;
+                    }
+                }
                 // One line per checkpoint under its own target, for benchmarks that count them
                 // (`RUST_LOG=info,sluice::checkpoint=debug`).
                 let took_ms = now.saturating_since(started).as_millis() as u64;
@@ -610,7 +628,7 @@ impl<D: Disk> StreamGroup<D> {
                         let c = self.catchup.as_mut().expect("checked");
                         c.failures = 0;
                         if progress.next_from.is_none() {
-                            tracing::info!(stream = %self.name(), missing_at_source = progress.missing_at_source, "catch-up complete");
+                            tracing::info!(stream = %self.name(), "catch-up complete");
                             self.stats.catchups_completed += 1;
                             self.catchup = None;
                             self.update_campaign();

@@ -22,6 +22,7 @@
 mod block;
 mod config;
 mod error;
+mod hold;
 mod recovery;
 mod scan;
 mod seqset;
@@ -48,6 +49,7 @@ use crate::format::state::StateFile;
 use crate::format::FormatError;
 use block::{block_name, AppendError, Block};
 use bytes::Bytes;
+use hold::Holds;
 use recovery::{recover, STATE_FILE, STATE_TMP_FILE};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -102,9 +104,11 @@ pub struct FileStore<D: Disk> {
     dir_changes: u64,
     /// Counts truncations: a background sync's view of the blocks is stale after one.
     cuts: u64,
-    /// Blocks wholly below `first_seq`, removed at the next flush (after the compact record
-    /// that covers them is durable).
+    /// Blocks wholly below the written front, removed at the next flush (after the compact
+    /// record that covers them is durable).
     removals: Vec<Block<D::File>>,
+    /// Removals kept in memory until a snapshot covers them (`hold`).
+    holds: Holds,
     failed: Option<StoreError>,
     last_sync: Option<MonoTime>,
     /// Something changed since the state file was last written.
@@ -137,6 +141,7 @@ impl<D: Disk> FileStore<D> {
             dir_changes: 0,
             cuts: 0,
             removals: Vec::new(),
+            holds: Holds::new(recovered.first_seq),
             failed: None,
             last_sync: None,
             state_stale: true,
@@ -292,7 +297,7 @@ impl<D: Disk> FileStore<D> {
             self.write_compact(new_first)?;
         } else {
             let entry = self.entry(seq).expect("a sequence in range and not deleted is indexed");
-            self.write_marker(RecordKind::Tombstone, seq)?;
+            self.remove_message(seq, u64::from(entry.len))?;
             self.deleted.insert(seq);
             self.msgs -= 1;
             self.bytes -= u64::from(entry.len);
@@ -354,17 +359,22 @@ impl<D: Disk> FileStore<D> {
         if seq < self.first_seq || seq >= self.next_seq || self.deleted.contains(seq) {
             return Ok(None);
         }
+        self.read_stored(seq).map(Some)
+    }
+
+    /// Reads the indexed message `seq` (its block still present).
+    fn read_stored(&self, seq: u64) -> Result<StoredMessage, StoreError> {
         let (head, all) = self.read_message(seq)?;
         let subject_at = crate::format::block::RECORD_HEADER_BYTES;
         let headers_at = subject_at + head.subject_len as usize;
         let payload_at = headers_at + head.headers_len as usize;
-        Ok(Some(StoredMessage {
+        Ok(StoredMessage {
             seq,
             timestamp_ns: head.timestamp_ns,
             subject: all.slice(subject_at..headers_at),
             headers: all.slice(headers_at..payload_at),
             payload: all.slice(payload_at..payload_at + head.payload_len as usize),
-        }))
+        })
     }
 
     /// Reads the stored messages with sequence `from_seq` or later, in order, skipping deleted
@@ -376,14 +386,44 @@ impl<D: Disk> FileStore<D> {
     /// Work is bounded by what is returned: a deleted range is stepped over in one lookup, not
     /// one sequence at a time. Errors as `get`: `Corrupt` rather than wrong bytes.
     pub fn get_range(&self, from_seq: u64, max_msgs: usize, max_bytes: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read_range(self.first_seq, &self.deleted, from_seq, max_msgs, max_bytes)
+    }
+
+    /// `get_range` as if no held removal had happened (`hold`): messages deleted or dropped
+    /// since the last release are returned too (their records are still in the blocks). This
+    /// is the stream as of the last released snapshot plus what was appended since, which is
+    /// what a peer catching up to that snapshot needs.
+    pub fn get_range_as_released(
+        &self,
+        from_seq: u64,
+        max_msgs: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if self.holds.is_empty() {
+            return self.get_range(from_seq, max_msgs, max_bytes);
+        }
+        let view = self.holds.durable_view(self.first_seq, self.msgs, self.bytes, &self.deleted);
+        self.read_range(view.first_seq, &view.deleted, from_seq, max_msgs, max_bytes)
+    }
+
+    /// The `get_range` loop over the range `first_seq..next_seq` with `deleted` as its gaps.
+    fn read_range(
+        &self,
+        first_seq: u64,
+        deleted: &SeqSet,
+        from_seq: u64,
+        max_msgs: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut out = Vec::new();
         let mut total_bytes = 0u64;
-        let mut seq = from_seq.max(self.first_seq);
+        let mut seq = from_seq.max(first_seq);
         // Each pass returns one message or stops.
         while out.len() < max_msgs {
-            // Every sequence in range is a message in the index or deleted (invariants), so
-            // the first one not deleted is a message.
-            seq = self.deleted.next_absent(seq);
+            // Every sequence in range is a message in the index or deleted (invariants, of
+            // the memory view and of the durable one), so the first one not deleted is a
+            // message.
+            seq = deleted.next_absent(seq);
             if seq >= self.next_seq {
                 break;
             }
@@ -392,9 +432,8 @@ impl<D: Disk> FileStore<D> {
             if !out.is_empty() && total_bytes + size > max_bytes {
                 break;
             }
-            let msg = self.get(seq)?.expect("a sequence in range and not deleted is a message");
             total_bytes += size;
-            out.push(msg);
+            out.push(self.read_stored(seq)?);
             seq += 1;
         }
         Ok(out)
@@ -505,6 +544,16 @@ impl<D: Disk> FileStore<D> {
         // Recovery derives the front from the first block's header; truncate_after finds a
         // stream position's block by it.
         assert!(self.blocks[0].first_seq <= self.first_seq, "the first block starts after first_seq");
+        assert!(self.blocks[0].first_seq <= self.holds.written_front, "a block below the written front was removed");
+        self.holds.check(self.first_seq, self.next_seq, self.msgs, &self.deleted);
+        // What a held removal took out is still indexed and counted: a restore or a peer's
+        // catch-up may need it (`get_range_as_released`).
+        let view = self.holds.durable_view(self.first_seq, self.msgs, self.bytes, &self.deleted);
+        assert_eq!(
+            count_messages(self.blocks.iter(), &view.deleted, view.first_seq, self.next_seq),
+            (view.msgs, view.bytes),
+            "the store as released"
+        );
         self.deleted.check_invariants();
         if let Some((lowest, _)) = self.deleted.ranges().next() {
             assert!(lowest >= self.first_seq, "deleted sequence {lowest} below first_seq");
@@ -638,32 +687,46 @@ impl<D: Disk> FileStore<D> {
         written.map(|_| ())
     }
 
-    /// Writes a compact record moving the front to `new_first` and applies it.
+    /// Moves the front to `new_first`: writes a compact record and applies it, or, with
+    /// holds, applies it and holds the record (`hold`).
     fn write_compact(&mut self, new_first: u64) -> Result<(), StoreError> {
         assert!(new_first > self.first_seq);
-        self.write_marker(RecordKind::Compact, new_first)?;
+        if !self.holds.enabled() {
+            self.write_marker(RecordKind::Compact, new_first)?;
+        } else if new_first > self.next_seq {
+            // A purge past the end also moves the end. That is not a removal (no message
+            // goes), so it is written now, as a skip, and only the front move is held.
+            self.append_skip(new_first - 1)?;
+        }
         let end = new_first.min(self.next_seq);
         let (removed_msgs, removed_bytes) = count_messages(self.blocks.iter(), &self.deleted, self.first_seq, end);
+        let held = self.hold_front_move(new_first, removed_msgs, removed_bytes);
         self.msgs -= removed_msgs;
         self.bytes -= removed_bytes;
         self.deleted.remove_below(new_first);
         self.first_seq = new_first;
         self.next_seq = self.next_seq.max(new_first);
+        if held {
+            return Ok(());
+        }
+        self.holds.written_front = new_first;
         self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
         self.schedule_front_removals()
     }
 
-    /// Moves blocks whose every message is below `first_seq` to the removal list. The last
-    /// block is never removed: it is where the next record goes. If a removed block holds the
-    /// latest compact record, the record is first written again to the last block.
+    /// Moves blocks whose every message is below the written front to the removal list (a
+    /// held front move keeps its blocks: a restore may need them). The last block is never
+    /// removed: it is where the next record goes. If a removed block holds the latest compact
+    /// record, the record is first written again to the last block.
     fn schedule_front_removals(&mut self) -> Result<(), StoreError> {
-        let removable = self.blocks.iter().skip(1).take_while(|b| b.first_seq <= self.first_seq).count();
+        let front = self.holds.written_front;
+        let removable = self.blocks.iter().skip(1).take_while(|b| b.first_seq <= front).count();
         if removable == 0 {
             return Ok(());
         }
         let first_kept = self.blocks[removable].index;
         if self.compact_block.is_some_and(|at| at < first_kept) {
-            self.write_marker(RecordKind::Compact, self.first_seq)?;
+            self.write_marker(RecordKind::Compact, front)?;
             self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
         }
         for _ in 0..removable {
@@ -796,18 +859,19 @@ impl<D: Disk> FileStore<D> {
         self.write_state(&state)
     }
 
-    /// The state file describing the store as it is, with the durable mark at the end of the
-    /// last block (true only right after a flush).
+    /// The state file describing the store as its records do (without held removals), with
+    /// the durable mark at the end of the last block (true only right after a flush).
     fn state_file(&self) -> StateFile {
         let last = self.blocks.back().expect("a store always has a block");
+        let view = self.holds.durable_view(self.first_seq, self.msgs, self.bytes, &self.deleted);
         StateFile {
-            first_seq: self.first_seq,
+            first_seq: view.first_seq,
             last_seq: self.next_seq - 1,
-            msgs: self.msgs,
-            bytes: self.bytes,
+            msgs: view.msgs,
+            bytes: view.bytes,
             mark_block: last.index,
             mark_end_bytes: last.end_bytes,
-            deleted: self.deleted.ranges().collect(),
+            deleted: view.deleted.ranges().collect(),
         }
     }
 

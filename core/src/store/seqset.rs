@@ -77,6 +77,20 @@ impl SeqSet {
         self.insert_range(seq, seq) == 1
     }
 
+    /// Removes `seq`; returns whether it was in the set.
+    pub fn remove(&mut self, seq: u64) -> bool {
+        let Some((first, last)) = self.range_containing(seq) else { return false };
+        self.ranges.remove(&first);
+        if first < seq {
+            self.ranges.insert(first, seq - 1);
+        }
+        if seq < last {
+            self.ranges.insert(seq + 1, last);
+        }
+        self.len -= 1;
+        true
+    }
+
     /// Removes every sequence below `seq`; returns how many were removed.
     pub fn remove_below(&mut self, seq: u64) -> u64 {
         let mut removed = 0u64;
@@ -159,6 +173,7 @@ mod tests {
         Insert(u64, u64),
         RemoveBelow(u64),
         RemoveAbove(u64),
+        Remove(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -166,6 +181,7 @@ mod tests {
             (0u64..200, 0u64..8).prop_map(|(f, n)| Op::Insert(f, f + n)),
             (0u64..200).prop_map(Op::RemoveBelow),
             (0u64..200).prop_map(Op::RemoveAbove),
+            (0u64..210).prop_map(Op::Remove),
         ]
     }
 
@@ -194,6 +210,7 @@ mod tests {
                         model.retain(|&x| x <= s);
                         prop_assert_eq!(set.remove_above(s), before - model.len() as u64);
                     }
+                    Op::Remove(s) => prop_assert_eq!(set.remove(s), model.remove(&s)),
                 }
                 set.check_invariants();
                 prop_assert_eq!(set.len(), model.len() as u64);

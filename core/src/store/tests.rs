@@ -116,6 +116,68 @@ fn deletes_survive_reopen_and_front_blocks_are_removed() {
     assert_eq!(store.get(12).unwrap().unwrap().payload, payload(12));
 }
 
+/// Held removals (store/hold.rs): deletes, purges and discard-old drops change what the store
+/// serves at once, but reach the disk (records, state file, removed blocks) only once
+/// released; a reopen before that finds every message again.
+#[test]
+fn held_removals_reach_the_disk_only_when_released() {
+    let fx = Fixture::new("hold");
+    let config = small_blocks(SyncPolicy::Always, Limits { max_msgs: Some(25), ..Limits::default() });
+    let seqs_of = |msgs: Vec<StoredMessage>| msgs.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let (mut store, _) = fx.open(config);
+    store.hold_removals();
+    fill(&mut store, 20);
+    assert!(store.delete(5).unwrap());
+    assert!(store.delete(1).unwrap());
+    assert_eq!(store.purge_before(8).unwrap(), 5, "2..=7 minus the deleted 5");
+    fill(&mut store, 15); // 8..=35 is 28 messages: the limit drops 8..=10
+    store.check_invariants();
+    let memory = store.state();
+    assert_eq!((memory.first_seq, memory.last_seq, memory.msgs), (11, 35, 25));
+    assert_eq!(store.get(3).unwrap(), None);
+    // A peer catching up to the last released state still gets every message.
+    assert_eq!(seqs_of(store.get_range_as_released(1, 100, u64::MAX).unwrap()), (1..=35).collect::<Vec<_>>());
+    assert_eq!(seqs_of(store.get_range(1, 100, u64::MAX).unwrap()), (11..=35).collect::<Vec<_>>());
+    assert!(fx.block_path(1).exists(), "a block below a held front stays");
+    store.sync().unwrap();
+    // The state file and the blocks describe the store without the held removals.
+    let (verified, _) = FileStore::verify(&fx.disk, Path::new("s")).unwrap();
+    assert_eq!((verified.first_seq, verified.last_seq, verified.msgs), (1, 35, 35));
+    drop(store);
+
+    let (mut store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(present(&store), (1..=35).collect::<Vec<_>>(), "nothing held reached the disk");
+
+    // Again, now released at the mark: what came before it is durable, what came after is not.
+    store.hold_removals();
+    assert_eq!(store.purge_before(8).unwrap(), 7);
+    let mark2 = store.removal_mark();
+    assert!(store.delete(20).unwrap());
+    assert!(store.delete(9).unwrap());
+    store.release_removals(mark2).unwrap();
+    store.check_invariants();
+    assert_eq!(seqs_of(store.get_range_as_released(1, 100, u64::MAX).unwrap()), (8..=35).collect::<Vec<_>>());
+    store.sync().unwrap();
+    assert!(!fx.block_path(1).exists(), "a released front removes its blocks");
+    drop(store);
+    let (store, report) = fx.open(config);
+    assert_eq!(report.cut, None);
+    assert_eq!(present(&store), (8..=35).collect::<Vec<_>>());
+
+    // A purge past the end moves the end at once (a skip, not a removal); the front waits.
+    let (mut store, _) = fx.open(config);
+    store.hold_removals();
+    assert_eq!(store.purge_before(100).unwrap(), 28);
+    assert_eq!(store.state(), StreamState { first_seq: 100, last_seq: 99, msgs: 0, bytes: 0, num_deleted: 0 });
+    store.sync().unwrap();
+    drop(store);
+    let (store, _) = fx.open(config);
+    assert_eq!(store.state().last_seq, 99);
+    assert_eq!(store.state().first_seq, 8);
+    assert_eq!(present(&store), (8..=35).collect::<Vec<_>>());
+}
+
 #[test]
 fn skip_through_keeps_a_gap_as_a_gap() {
     let fx = Fixture::new("skip");

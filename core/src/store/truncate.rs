@@ -76,8 +76,12 @@ impl<D: Disk> FileStore<D> {
     /// perhaps a prefix of the messages above `seq` (never one after a missing one): call
     /// again after recovery. An error while cutting stops writes like a failed write
     /// (`failure`); reopen and call again.
+    ///
+    /// Held removals (`hold`) must be released first: the truncation rewrites the front and
+    /// the deletes it keeps.
     pub fn truncate_after(&mut self, seq: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
+        assert!(self.holds.is_empty(), "truncate_after with held removals");
         if seq >= self.next_seq - 1 {
             self.sync()?;
             return Ok(0);
@@ -264,6 +268,7 @@ impl<D: Disk> FileStore<D> {
         let old: Vec<Block<D::File>> = self.blocks.drain(..self.blocks.len() - 1).collect();
         self.next_seq = first;
         self.first_seq = first;
+        self.holds.written_front = first;
         self.deleted = SeqSet::new();
         self.msgs = 0;
         self.bytes = 0;

@@ -114,10 +114,10 @@ pub enum RestoreOutcome {
         truncated_msgs: u64,
         /// Messages the snapshot says were deleted that the store still held.
         deleted_msgs: u64,
-        /// Messages the snapshot counts that the store no longer holds: deleted, purged or
-        /// expired by entries after the snapshot whose records were durable. The log replay
-        /// repeats those entries, but until it passes them this replica's counts are below
-        /// the others' (see docs/streams.md, "Known hazard").
+        /// Messages the snapshot counts that the store no longer holds. Always 0 while
+        /// removals are held until a snapshot covers them (docs/streams.md, "Removals wait for
+        /// the snapshot"); non-zero would mean this replica's state differs from its peers'
+        /// until the replay passes the removing entries. Kept as a diagnostic.
         missing_msgs: u64,
     },
     /// The store ends below the snapshot's last sequence: fetch `from_seq..=to_seq` from a
@@ -129,11 +129,6 @@ pub enum RestoreOutcome {
 pub struct CatchupProgress {
     /// Where the next chunk must start; `None` when catch-up is complete.
     pub next_from: Option<u64>,
-    /// Sequences so far that the snapshot says hold a message but the source no longer had
-    /// (deleted there after the snapshot; the log replay deletes them here too). Non-zero
-    /// means replicas may disagree until the replay passes the source's deletes (see
-    /// docs/streams.md, "Catch-up").
-    pub missing_at_source: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +147,6 @@ struct Catchup {
     to_seq: u64,
     target: StreamSnapshot,
     target_deleted: SeqSet,
-    missing_at_source: u64,
 }
 
 #[derive(Debug)]
@@ -188,7 +182,10 @@ impl<D: Disk> StreamMachine<D> {
         let mut store_config = config.store;
         let max_age_ns =
             store_config.limits.max_age.take().map(|age| i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
-        let (store, report) = FileStore::open(disk, dir, store_config)?;
+        let (mut store, report) = FileStore::open(disk, dir, store_config)?;
+        // Removals reach the disk only once a snapshot covers them: a restore must find every
+        // message of its snapshot (store/hold.rs).
+        store.hold_removals();
         // The store's index already knows them: re-reading every message to find them doubled
         // the cost of a start-up (docs/benchmarks.md, "Startup").
         let gaps = store.deleted().clone();
@@ -542,6 +539,19 @@ impl<D: Disk> StreamMachine<D> {
         }
     }
 
+    /// Ends the store's removal epoch (store/hold.rs): taken with `snapshot`, and given to
+    /// `release_removals` once that snapshot is durable.
+    pub fn removal_mark(&mut self) -> u64 {
+        self.store.removal_mark()
+    }
+
+    /// The snapshot taken with `mark` is durable: the deletes and front moves applied before
+    /// it may be written to the store (durable at its next sync).
+    pub fn release_removals(&mut self, mark: u64) -> Result<(), StreamError> {
+        self.check_not_failed()?;
+        self.store.release_removals(mark).map_err(|e| self.fail(e.into()))
+    }
+
     /// Makes the store durable (before a snapshot is written: DESIGN §4, flush-then-snapshot).
     pub fn sync(&mut self) -> Result<(), StreamError> {
         self.check_not_failed()?;
@@ -586,7 +596,15 @@ impl<D: Disk> StreamMachine<D> {
         dedupe
             .load(snap.last_timestamp_ns, &snap.dedupe)
             .map_err(|e| StreamError::InvalidSnapshot { reason: format!("dedupe ids: {e:?}") })?;
-        let outcome = match self.restore_store(snap) {
+        // `snap` is durable (the last snapshot, or an installed one persisted first), and
+        // everything held was applied before it: writing it can no longer lose a restore
+        // anything. The restore's own deletes and purge are covered by `snap` too.
+        let restored = self.store.release_removals(u64::MAX).map_err(StreamError::from).and_then(|()| {
+            let outcome = self.restore_store(snap)?;
+            self.store.release_removals(u64::MAX)?;
+            Ok(outcome)
+        });
+        let outcome = match restored {
             Ok(outcome) => outcome,
             Err(e) => return Err(self.fail(e)),
         };
@@ -605,7 +623,6 @@ impl<D: Disk> StreamMachine<D> {
                     to_seq,
                     target: snap.clone(),
                     target_deleted,
-                    missing_at_source: 0,
                 }))
             }
         };
@@ -675,13 +692,31 @@ impl<D: Disk> StreamMachine<D> {
     /// `from_seq..` up to `to_seq`, at most `CATCHUP_CHUNK_MSGS_MAX` of them and about
     /// `max_bytes` (at least one message). `None` if this replica does not hold the range
     /// (its last sequence is below `to_seq`, or it is not active itself).
+    ///
+    /// Read as released (`FileStore::get_range_as_released`): a message deleted or dropped
+    /// here after the last snapshot is still part of that snapshot, which is what the peer
+    /// is catching up to.
     pub fn serve_catchup(&self, req: &CatchupRequest) -> Result<Option<CatchupChunk>, StreamError> {
+        self.read_chunk(req, true)
+    }
+
+    /// A chunk of the stream as it is now (deletes applied), for a backup; otherwise as
+    /// `serve_catchup`.
+    pub fn backup_chunk(&self, req: &CatchupRequest) -> Result<Option<CatchupChunk>, StreamError> {
+        self.read_chunk(req, false)
+    }
+
+    fn read_chunk(&self, req: &CatchupRequest, as_released: bool) -> Result<Option<CatchupChunk>, StreamError> {
         req.validate().map_err(|e| StreamError::InvalidCatchupRequest { reason: e.to_string() })?;
         if !matches!(self.mode, Mode::Active) || self.store.state().last_seq < req.to_seq {
             return Ok(None);
         }
         let max_bytes = req.max_bytes.clamp(1, CATCHUP_CHUNK_BYTES_MAX);
-        let mut messages = self.store.get_range(req.from_seq, CATCHUP_CHUNK_MSGS_MAX, max_bytes)?;
+        let mut messages = if as_released {
+            self.store.get_range_as_released(req.from_seq, CATCHUP_CHUNK_MSGS_MAX, max_bytes)?
+        } else {
+            self.store.get_range(req.from_seq, CATCHUP_CHUNK_MSGS_MAX, max_bytes)?
+        };
         let reached_target = messages.last().is_none_or(|m| m.seq >= req.to_seq);
         messages.retain(|m| m.seq <= req.to_seq);
         // Empty, or past the target: nothing else in the range. Otherwise the read may have
@@ -696,29 +731,28 @@ impl<D: Disk> StreamMachine<D> {
     }
 
     /// Writes a catch-up chunk: its messages with their original sequences and timestamps,
-    /// and the other sequences of its range as gaps (`skip_through`). The chunk must start
-    /// where the store ends, end at or before the catch-up target, and respect the bounds;
-    /// otherwise nothing is written and `InvalidCatchupChunk` says why. Catch-up ends, and
-    /// `apply` may be called, when a chunk reaches the target.
+    /// and the other sequences of its range as gaps (`skip_through`). Messages the target
+    /// snapshot lists as deleted are written as gaps too (a source whose last snapshot is
+    /// older still holds them). The chunk must start where the store ends, end at or before
+    /// the catch-up target, respect the bounds, and carry every message of the target in its
+    /// range; otherwise nothing is written and `InvalidCatchupChunk` says why (a source that
+    /// dropped some after a newer snapshot of its own cannot serve this target: ask another,
+    /// or for a newer snapshot). Catch-up ends, and `apply` may be called, when a chunk
+    /// reaches the target.
     pub fn apply_catchup_chunk(&mut self, chunk: &CatchupChunk) -> Result<CatchupProgress, StreamError> {
         self.check_not_failed()?;
         let Mode::CatchingUp(c) = &self.mode else { return Err(StreamError::NotCatchingUp) };
-        self.check_chunk(c, chunk).map_err(|reason| StreamError::InvalidCatchupChunk { reason })?;
-        let missing = (chunk.through_seq - chunk.from_seq + 1)
-            - chunk.messages.len() as u64
-            - c.target_deleted.count_within(chunk.from_seq, chunk.through_seq);
-        if let Err(e) = self.write_chunk(chunk) {
+        let chunk = self.check_chunk(c, chunk).map_err(|reason| StreamError::InvalidCatchupChunk { reason })?;
+        if let Err(e) = self.write_chunk(&chunk) {
             return Err(self.fail(e));
         }
         let Mode::CatchingUp(c) = &mut self.mode else { unreachable!("checked above") };
-        c.missing_at_source += missing;
         let progress = if chunk.through_seq == c.to_seq {
-            let missing_at_source = c.missing_at_source;
             self.mode = Mode::Active;
-            CatchupProgress { next_from: None, missing_at_source }
+            CatchupProgress { next_from: None }
         } else {
             c.next_from = chunk.through_seq + 1;
-            CatchupProgress { next_from: Some(c.next_from), missing_at_source: c.missing_at_source }
+            CatchupProgress { next_from: Some(c.next_from) }
         };
         if cfg!(debug_assertions) {
             self.check_invariants();
@@ -726,7 +760,8 @@ impl<D: Disk> StreamMachine<D> {
         Ok(progress)
     }
 
-    fn check_chunk(&self, c: &Catchup, chunk: &CatchupChunk) -> Result<(), String> {
+    /// The chunk to write (without messages the target deletes), or why it cannot be used.
+    fn check_chunk(&self, c: &Catchup, chunk: &CatchupChunk) -> Result<CatchupChunk, String> {
         if chunk.from_seq != c.next_from {
             return Err(format!("starts at {} but this replica needs {} next", chunk.from_seq, c.next_from));
         }
@@ -736,10 +771,6 @@ impl<D: Disk> StreamMachine<D> {
         chunk.validate().map_err(|e| e.to_string())?;
         let max_size = u64::from(self.config.store.limits.max_msg_size_bytes);
         for m in &chunk.messages {
-            if c.target_deleted.contains(m.seq) {
-                // Deleted sequences never hold a message again: not this stream's history.
-                return Err(format!("message at sequence {} which the snapshot says is deleted", m.seq));
-            }
             let size = m.headers.len() as u64 + m.payload.len() as u64;
             if size > max_size {
                 return Err(format!("message {} of {size} bytes above max_msg_size_bytes {max_size}", m.seq));
@@ -748,7 +779,17 @@ impl<D: Disk> StreamMachine<D> {
                 return Err(format!("message {}: invalid subject: {reason}", m.seq));
             }
         }
-        Ok(())
+        let messages: Vec<StoredMessage> =
+            chunk.messages.iter().filter(|m| !c.target_deleted.contains(m.seq)).cloned().collect();
+        let span = chunk.through_seq - chunk.from_seq + 1;
+        let missing = span - messages.len() as u64 - c.target_deleted.count_within(chunk.from_seq, chunk.through_seq);
+        if missing > 0 {
+            return Err(format!(
+                "{missing} of the snapshot's messages in {}..={} are gone at the source (removed after a newer snapshot there)",
+                chunk.from_seq, chunk.through_seq
+            ));
+        }
+        Ok(CatchupChunk { from_seq: chunk.from_seq, through_seq: chunk.through_seq, messages })
     }
 
     fn write_chunk(&mut self, chunk: &CatchupChunk) -> Result<(), StreamError> {

@@ -332,7 +332,8 @@ fn restart_from_snapshot_and_log_tail_rebuilds_the_same_state() {
 }
 
 /// A store that is ahead of the snapshot (here: synced past it) is truncated back to it and
-/// the log tail replayed; nothing is skipped.
+/// the log tail replayed; nothing is skipped. The deletes and the purge applied after the
+/// snapshot were held (store/hold.rs), so the truncated store is exactly the snapshot's.
 #[test]
 fn restore_truncates_a_store_that_is_ahead() {
     let mut fx = Fixture::new("stream-ahead");
@@ -342,6 +343,10 @@ fn restore_truncates_a_store_that_is_ahead() {
     apply_all(&mut a, &log[..split]);
     a.sync().unwrap();
     let snap = a.snapshot();
+    // As the node does once the snapshot is durable: removals before it may be written.
+    let mark = a.removal_mark();
+    a.release_removals(mark).unwrap();
+    let at_snapshot = a.state_hash().unwrap();
     apply_all(&mut a, &log[split..]);
     a.sync().unwrap();
     let expected = a.state_hash().unwrap();
@@ -355,18 +360,65 @@ fn restore_truncates_a_store_that_is_ahead() {
     };
     assert!(truncated_msgs > 0);
     assert_eq!(deleted_msgs, 0);
+    assert_eq!(missing_msgs, 0);
     assert_eq!(a.state().last_seq, snap.last_seq);
-    // The purge and deletes applied after the snapshot were durable: truncation cannot bring
-    // those messages back (the known hazard in docs/streams.md); it says so, and the replay
-    // repeats them.
-    assert!(missing_msgs > 0);
-    assert_eq!(a.state().msgs + missing_msgs, snap.msgs);
+    assert_eq!(a.state_hash().unwrap(), at_snapshot, "the store at the snapshot, removals included");
     apply_all(&mut a, &log[split..]);
     assert_eq!(a.state_hash().unwrap(), expected);
 }
 
+/// The hazard the holds close (docs/streams.md, "Removals wait for the snapshot"): under a
+/// message limit every publish drops the oldest message. If those drops reached the disk, a
+/// replica restarted from an older snapshot would hold a later front than its peers at the
+/// same index, and a consumer's pull there would deliver other messages. Only once a newer
+/// snapshot is durable (`release_removals`) do the drops reach the disk.
+#[test]
+fn discard_old_drops_after_the_snapshot_do_not_survive_a_restart() {
+    let mut fx = Fixture::new("stream-limit-hold");
+    let limits = Limits { max_msgs: Some(5), ..Limits::default() };
+    let log = log_of((0..30).map(|i| publish(i * SEC, "", "orders.1", &format!("m{i}"))).collect());
+    let mut a = fx.fresh("a", config(limits));
+    apply_all(&mut a, &log[..10]);
+    a.sync().unwrap();
+    let snap = a.snapshot();
+    let at_snapshot = a.state_hash().unwrap();
+    assert_eq!((snap.first_seq, snap.last_seq), (6, 10));
+    apply_all(&mut a, &log[10..20]);
+    assert_eq!(a.state().first_seq, 16, "the memory view drops at once");
+    a.sync().unwrap();
+    drop(a);
+
+    let mut a = fx.open("a", config(limits));
+    assert!(a.state().first_seq <= snap.first_seq, "no drop after the snapshot is durable");
+    assert!(matches!(a.restore(&snap).unwrap(), RestoreOutcome::Ready { missing_msgs: 0, .. }));
+    assert_eq!(a.state_hash().unwrap(), at_snapshot);
+    let replayed = apply_all(&mut a, &log[10..20]);
+    assert_eq!(a.state().first_seq, 16);
+
+    // A newer snapshot at entry 20 becomes durable: the drops before it may be written now,
+    // and a restart restores that snapshot with its front.
+    a.sync().unwrap();
+    let snap2 = a.snapshot();
+    let mark2 = a.removal_mark();
+    let at_snapshot2 = a.state_hash().unwrap();
+    apply_all(&mut a, &log[20..]);
+    a.release_removals(mark2).unwrap();
+    a.sync().unwrap();
+    drop(a);
+    let mut a = fx.open("a", config(limits));
+    assert_eq!(a.state().first_seq, snap2.first_seq, "released drops are durable, later ones held");
+    assert!(matches!(a.restore(&snap2).unwrap(), RestoreOutcome::Ready { missing_msgs: 0, .. }));
+    assert_eq!(a.state_hash().unwrap(), at_snapshot2);
+
+    // A full replay agrees at every step.
+    let mut b = fx.fresh("b", config(limits));
+    assert_eq!(apply_all(&mut b, &log[..10]), apply_all(&mut fx.fresh("c", config(limits)), &log[..10]));
+    assert_eq!(apply_all(&mut b, &log[10..20]), replayed);
+    assert_eq!(b.state_hash().unwrap(), at_snapshot2);
+}
+
 /// Drives catch-up of `follower` from `leader` in small chunks (through the wire format).
-fn catch_up(follower: &mut StreamMachine<OsDisk>, leader: &StreamMachine<OsDisk>, max_bytes: u64) -> (u32, u64) {
+fn catch_up(follower: &mut StreamMachine<OsDisk>, leader: &StreamMachine<OsDisk>, max_bytes: u64) -> u32 {
     let mut chunks = 0;
     loop {
         let req = follower.catchup_request(max_bytes).expect("catching up");
@@ -379,7 +431,7 @@ fn catch_up(follower: &mut StreamMachine<OsDisk>, leader: &StreamMachine<OsDisk>
         assert!(chunks < 1000, "catch-up does not progress");
         if progress.next_from.is_none() {
             assert!(!follower.is_catching_up());
-            return (chunks, progress.missing_at_source);
+            return chunks;
         }
         assert!(follower.is_catching_up());
     }
@@ -416,9 +468,8 @@ fn a_replica_behind_the_snapshot_catches_up_in_chunks_with_gaps() {
     assert_eq!(outcome, RestoreOutcome::NeedCatchup { from_seq: snap.first_seq, to_seq: snap.last_seq });
     assert_eq!(empty.snapshot(), snap, "while catching up, the snapshot is the target");
     assert_eq!(empty.info().catching_up, Some((snap.first_seq, snap.last_seq)));
-    let (chunks, missing) = catch_up(&mut empty, &leader, 40);
+    let chunks = catch_up(&mut empty, &leader, 40);
     assert!(chunks > 3, "small chunks: {chunks}");
-    assert_eq!(missing, 0);
     assert_eq!(empty.state(), leader.state());
     for seq in snap.first_seq..=snap.last_seq {
         assert_eq!(empty.get(seq).unwrap(), leader.get(seq).unwrap(), "seq {seq}");
@@ -457,24 +508,46 @@ fn log_of_from(first: u64, entries: Vec<Vec<u8>>) -> Vec<(u64, Vec<u8>)> {
 }
 
 #[test]
-fn a_source_that_deleted_after_the_snapshot_is_reported_and_the_log_reconciles() {
+fn a_source_that_deleted_after_the_snapshot_still_serves_it() {
     let mut fx = Fixture::new("stream-missing");
     let log = log_of(workload());
     let mut leader = fx.fresh("leader", config(Limits::default()));
     apply_all(&mut leader, &log);
     let snap = leader.snapshot();
+    let at_snapshot = leader.state_hash().unwrap();
     // After the snapshot the leader deletes a message the follower has not fetched yet.
     let victim = snap.last_seq - 1;
     let tail = log_of_from(log.len() as u64 + 1, vec![entry(StreamEntry::Delete { seq: victim })]);
-    apply_all(&mut leader, &tail);
+    let outcomes = apply_all(&mut leader, &tail);
+    assert_eq!(outcomes, vec![ApplyOutcome::Deleted { seq: victim }]);
+    assert_eq!(leader.get(victim).unwrap(), None);
 
+    // The delete is held until a newer snapshot: the leader serves the snapshot's message.
     let mut f = fx.open("f", config(Limits::default()));
     assert!(matches!(f.restore(&snap).unwrap(), RestoreOutcome::NeedCatchup { .. }));
-    let (_, missing) = catch_up(&mut f, &leader, 1 << 20);
-    assert_eq!(missing, 1);
-    // Replaying the tail: the delete finds nothing (already a gap) and the states meet.
-    assert_eq!(apply_all(&mut f, &tail), vec![rejected(RejectReason::NoSuchMessage { seq: victim })]);
+    catch_up(&mut f, &leader, 1 << 20);
+    assert_eq!(f.state_hash().unwrap(), at_snapshot, "exactly the snapshot");
+    assert_eq!(apply_all(&mut f, &tail), outcomes, "the replay decides as the leader did");
     assert_eq!(f.state_hash().unwrap(), leader.state_hash().unwrap());
+
+    // Once a newer snapshot released the delete, the leader no longer has the message: a
+    // follower still catching up to the old snapshot refuses the chunk (and asks elsewhere,
+    // or for the newer snapshot) rather than start from a state nobody had.
+    let mark = leader.removal_mark();
+    leader.release_removals(mark).unwrap();
+    let mut g = fx.open("g", config(Limits::default()));
+    let RestoreOutcome::NeedCatchup { from_seq, to_seq } = g.restore(&snap).unwrap() else { panic!("behind") };
+    let chunk = leader.serve_catchup(&CatchupRequest { from_seq, to_seq, max_bytes: 1 << 20 }).unwrap().unwrap();
+    match g.apply_catchup_chunk(&chunk) {
+        Err(StreamError::InvalidCatchupChunk { reason }) => assert!(reason.contains("gone at the source"), "{reason}"),
+        other => panic!("a lossy chunk was accepted: {other:?}"),
+    }
+    assert!(g.is_catching_up());
+    // The newer snapshot itself serves fine.
+    let snap2 = leader.snapshot();
+    let RestoreOutcome::NeedCatchup { .. } = g.restore(&snap2).unwrap() else { panic!("behind") };
+    catch_up(&mut g, &leader, 1 << 20);
+    assert_eq!(g.state_hash().unwrap(), leader.state_hash().unwrap());
 }
 
 #[test]
@@ -486,8 +559,13 @@ fn serve_catchup_declines_a_range_it_does_not_have() {
     assert_eq!(leader.serve_catchup(&req).unwrap(), None);
     let req = CatchupRequest { from_seq: 3, to_seq: 2, max_bytes: 100 };
     assert!(matches!(leader.serve_catchup(&req), Err(StreamError::InvalidCatchupRequest { .. })));
-    // A range wholly purged at the source is served as one gap.
+    // A range wholly purged at the source is served as one gap, once a snapshot after the
+    // purge released it (until then the purge is held and the messages are served).
     apply_all(&mut leader, &log_of_from(3, vec![entry(StreamEntry::Purge(Purge::All))]));
+    let held = leader.serve_catchup(&CatchupRequest { from_seq: 1, to_seq: 2, max_bytes: 100 }).unwrap().unwrap();
+    assert_eq!(held.messages.len(), 2);
+    let mark = leader.removal_mark();
+    leader.release_removals(mark).unwrap();
     let chunk = leader.serve_catchup(&CatchupRequest { from_seq: 1, to_seq: 2, max_bytes: 100 }).unwrap().unwrap();
     assert_eq!(chunk, CatchupChunk { from_seq: 1, through_seq: 2, messages: vec![] });
     assert_eq!(leader.catchup_request(100), None);
@@ -538,7 +616,10 @@ fn hostile_chunks_are_refused_and_write_nothing() {
     resurrected.messages.retain(|x| x.seq != deleted);
     let at = resurrected.messages.partition_point(|x| x.seq < deleted);
     resurrected.messages.insert(at, m);
-    refuse(&mut f, resurrected, "says is deleted");
+    // A chunk without one of the snapshot's messages.
+    let mut lossy = good.clone();
+    lossy.messages.remove(1);
+    refuse(&mut f, lossy, "gone at the source");
     // A message above the stream's max_msg_size_bytes.
     let mut oversize = good.clone();
     oversize.messages[0].payload = Bytes::from(vec![0u8; 2 * 1024 * 1024]);
@@ -555,8 +636,11 @@ fn hostile_chunks_are_refused_and_write_nothing() {
     refuse(&mut f, bad_subject, "invalid subject");
 
     assert_eq!((f.state(), f.state_hash().unwrap()), before, "refused chunks wrote nothing");
-    // The good chunk still applies, and catch-up completes.
-    f.apply_catchup_chunk(&good).unwrap();
+    // The good chunk still applies, and catch-up completes. A message at a sequence the
+    // snapshot says is deleted (a source whose own snapshot is older still has it) is left
+    // out: the snapshot decides.
+    f.apply_catchup_chunk(&resurrected).unwrap();
+    assert_eq!(f.get(deleted).unwrap(), None);
     if f.is_catching_up() {
         catch_up(&mut f, &leader, 1 << 20);
     }
@@ -725,13 +809,9 @@ fn consumers_survive_snapshot_and_replay_identically() {
     assert_eq!(snap.consumers.len(), 2);
     assert!(matches!(a.restore(&snap).unwrap(), RestoreOutcome::Ready { .. }));
     let tail = apply_all(&mut a, &log[split..]);
-    // A purge replayed over a store whose purge was already durable counts fewer messages
-    // (docs/streams.md, "Known hazard"); every other outcome must be identical.
-    let not_purge = |o: &&ApplyOutcome| !matches!(o, ApplyOutcome::Purged { .. });
-    assert_eq!(
-        tail.iter().filter(not_purge).collect::<Vec<_>>(),
-        outcomes[split..].iter().filter(not_purge).collect::<Vec<_>>()
-    );
+    // Removals after the snapshot were held, so the replay decides exactly as before, the
+    // purge's count included (docs/streams.md, "Removals wait for the snapshot").
+    assert_eq!(tail, outcomes[split..]);
     assert_eq!(a.state_hash().unwrap(), expected);
 
     let mut b = fx.fresh("b", config(Limits::default()));
@@ -772,7 +852,7 @@ fn backup(m: &StreamMachine<OsDisk>, cfg: StreamConfig) -> Vec<u8> {
     let mut from = state.first_seq;
     while from <= state.last_seq {
         let req = CatchupRequest { from_seq: from, to_seq: state.last_seq, max_bytes: 200 };
-        let chunk = m.serve_catchup(&req).unwrap().expect("the source holds its own range");
+        let chunk = m.backup_chunk(&req).unwrap().expect("the source holds its own range");
         for msg in &chunk.messages {
             w.push(msg).unwrap();
         }

@@ -161,10 +161,9 @@ impl Swarm {
             read_per_sec: 10,
             forced_snapshot_per_min: on(&mut rng, 6),
             stream_churn: rng.gen_bool(0.5),
-            // Off in the draw until the open finding on limits is fixed (docs/simulator.md):
-            // a replica restored or caught up under a message limit can hold a different
-            // front than its peers. The `limits` scenario keeps it on.
-            limit_msgs: None,
+            // Drawn last, so the draws above (and seeds without a limit) are as before the
+            // limits finding was fixed (store/hold.rs).
+            limit_msgs: rng.gen_bool(0.25).then_some(40),
             consumers: false,
             backup_restore: false,
         }
