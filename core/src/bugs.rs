@@ -24,8 +24,8 @@ pub enum Bug {
     /// A granted vote is written without fsync (and its rename without a directory sync):
     /// after a crash the node may vote again in the same term, electing two leaders.
     VoteBeforeSync,
-    /// A node whose log recovery cut committed entries still votes, comparing candidates
-    /// against a log shorter than what it once acknowledged.
+    /// A node whose log recovery cut committed entries still votes (pre-votes included),
+    /// comparing candidates against a log shorter than what it once acknowledged.
     DamagedNodeVotes,
     /// A checkpoint writes the snapshot and compacts the Raft log without syncing the store
     /// first: with the `on_snapshot` policy the compacted entries may exist nowhere.

@@ -162,6 +162,23 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Cluster(|seed| Swarm { budget: Budget::Beyond, ..Swarm::from_seed(seed) }),
     },
     Scenario {
+        name: "damaged-voter",
+        about: "beyond the budget, once: a follower cut off, an old bit flipped in another's Raft log, the leader crashed at once; the damaged node must not elect the lagging one",
+        kind: Kind::Cluster(|seed| Swarm {
+            nodes: 3,
+            replicas: vec![3],
+            budget: Budget::Beyond,
+            damaged_voter: true,
+            // Only the faults the test is about (and the network's), so a failure names them.
+            crash_per_min: 0,
+            block_flip_per_min: 0,
+            disk_errors_per_min: 0,
+            snapshot_entries: 100_000,
+            forced_snapshot_per_min: 0,
+            ..Swarm::from_seed(seed)
+        }),
+    },
+    Scenario {
         name: "backup-restore",
         about: "streams with a pulled and acked consumer backed up, forged damage to each archive read, and each archive restored as a new stream under the nemesis, then checked against it",
         kind: Kind::Cluster(|seed| Swarm { consumers: true, backup_restore: true, ..Swarm::from_seed(seed) }),

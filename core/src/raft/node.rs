@@ -775,8 +775,11 @@ impl Raft {
         last_term: Term,
     ) {
         let up_to_date = (last_term, last_index) >= (self.log.last_term(), self.log.last_index());
+        // A damaged node's log is shorter than what it once acknowledged: comparing a
+        // candidate against it could elect a leader missing committed entries.
+        let damaged = self.is_damaged() && !crate::bugs::active(crate::bugs::Bug::DamagedNodeVotes);
         if pre_vote {
-            let granted = term > self.hs.term && up_to_date && !self.lease_active(now) && !self.is_damaged();
+            let granted = term > self.hs.term && up_to_date && !self.lease_active(now) && !damaged;
             let reply_term = if granted { term } else { self.hs.term };
             self.push_send(Message {
                 group: self.group,
@@ -788,9 +791,6 @@ impl Raft {
             return;
         }
         debug_assert_eq!(term, self.hs.term);
-        // A damaged node's log is shorter than what it once acknowledged: comparing a
-        // candidate against it could elect a leader missing committed entries.
-        let damaged = self.is_damaged() && !crate::bugs::active(crate::bugs::Bug::DamagedNodeVotes);
         let granted = (self.hs.vote == 0 || self.hs.vote == from) && up_to_date && !damaged;
         if granted {
             if self.hs.vote != from {

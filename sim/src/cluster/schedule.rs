@@ -19,8 +19,15 @@
 //! * `flip-log n2`: one bit flips in one of the node's Raft log segments, and the node
 //!   restarts; recovery cuts the log there, and a node that lost committed entries must not
 //!   vote until a leader has repaired its log (the `damaged-node-votes` bug).
+//! * `flip-old-log n2`: the same, in the older half of the oldest segment past the group's
+//!   snapshot (never the newest segment; skipped if there is none), so the records after the
+//!   cut tell the node it lost committed entries. With an isolated follower and a leader
+//!   crash at the same moment (swarm `damaged_voter`), it is the case where a damaged node's
+//!   vote alone would elect a leader missing them.
 //!
-//! A target is `nK` or `leader:S` (stream S's leader at that moment, else a random node).
+//! A target is `nK`, `leader:S` (stream S's leader at that moment, else a random node) or
+//! `follower:S:K` (stream S's follower K, in node order, at that moment; a random node if
+//! the stream has no leader).
 //!
 //! File format: one event per line, `at <ms>ms <fault>`; `#` starts a comment; the header
 //! lines `scenario NAME`, `seed N` and `bug NAME|none` say which run the schedule belongs to.
@@ -39,19 +46,53 @@ pub enum Target {
     Node(u64),
     /// The leader of stream `S` when the fault fires (a random node if it has none).
     Leader(usize),
+    /// Follower `K` (in node order, modulo their number) of stream `S` when the fault fires
+    /// (a random node if the stream has no leader).
+    Follower(usize, usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    Crash { target: Target, down_ms: u64, mode: Option<CrashMode> },
-    Restart { target: Target },
-    Pause { target: Target, ms: u64 },
-    Isolate { target: Target, ms: u64 },
-    Partition { side: Vec<u64>, ms: u64 },
-    OneWay { from: u64, to: u64, ms: u64 },
-    DiskErrors { target: Target, ms: u64 },
-    FlipBlock { target: Target },
-    FlipLog { target: Target },
+    Crash {
+        target: Target,
+        down_ms: u64,
+        mode: Option<CrashMode>,
+    },
+    Restart {
+        target: Target,
+    },
+    Pause {
+        target: Target,
+        ms: u64,
+    },
+    Isolate {
+        target: Target,
+        ms: u64,
+    },
+    Partition {
+        side: Vec<u64>,
+        ms: u64,
+    },
+    OneWay {
+        from: u64,
+        to: u64,
+        ms: u64,
+    },
+    DiskErrors {
+        target: Target,
+        ms: u64,
+    },
+    FlipBlock {
+        target: Target,
+    },
+    FlipLog {
+        target: Target,
+    },
+    /// A bit flipped in the older half of a replica's oldest log segment: the cut there
+    /// loses entries whose commit later records claimed, so the node knows it is damaged.
+    FlipOldLog {
+        target: Target,
+    },
 }
 
 impl Fault {
@@ -67,6 +108,7 @@ impl Fault {
             Fault::DiskErrors { .. } => "disk-errors",
             Fault::FlipBlock { .. } => "flip-block",
             Fault::FlipLog { .. } => "flip-log",
+            Fault::FlipOldLog { .. } => "flip-old-log",
         }
     }
 }
@@ -149,6 +191,24 @@ impl Schedule {
         });
         draw(swarm.block_flip_per_min, &mut |rng| Fault::FlipBlock { target: Target::Node(rng.gen_range(1..=n)) });
         draw(swarm.log_flip_per_min, &mut |rng| Fault::FlipLog { target: target(rng, leader_ppm) });
+        if swarm.damaged_voter && n >= 3 && end_ms > start_ms + 1_500 {
+            // Once per run: follower A is cut off and falls behind while the leader commits
+            // with follower B; then a bit flips in B's log, far enough back that later
+            // records claimed those commits (so B knows it is damaged), and the leader
+            // crashes at once. When A comes back only B's vote can elect it, and B must not
+            // give it: B's log lost committed entries that A never had.
+            let at_ms = rng.gen_range(start_ms..end_ms - 1_500);
+            let stream = rng.gen_range(0..streams);
+            let lagging = rng.gen_range(0..2);
+            let isolate = Fault::Isolate { target: Target::Follower(stream, lagging), ms: 1_500 };
+            events.push(Event { at_ms, fault: isolate });
+            // Same time, in this order (the sort below is stable): the damaged node restarts
+            // and the leader crashes before any message can reach it.
+            let flip = Fault::FlipOldLog { target: Target::Follower(stream, 1 - lagging) };
+            events.push(Event { at_ms: at_ms + 700, fault: flip });
+            let crash = Fault::Crash { target: Target::Leader(stream), down_ms: 2_000, mode: swarm.crash_mode };
+            events.push(Event { at_ms: at_ms + 700, fault: crash });
+        }
         if swarm.rolling_restarts {
             let slots = 2 * n;
             for k in 0..slots {
@@ -231,10 +291,15 @@ fn parse_node(word: &str) -> Result<u64, String> {
 
 fn parse_target(word: Option<&str>) -> Result<Target, String> {
     let w = word.ok_or("missing target")?;
-    match w.strip_prefix("leader:") {
-        Some(s) => Ok(Target::Leader(s.parse().map_err(|e| format!("{w:?}: {e}"))?)),
-        None => parse_node(w).map(Target::Node),
+    let number = |s: &str| s.parse::<usize>().map_err(|e| format!("{w:?}: {e}"));
+    if let Some(s) = w.strip_prefix("leader:") {
+        return Ok(Target::Leader(number(s)?));
     }
+    if let Some(rest) = w.strip_prefix("follower:") {
+        let (s, k) = rest.split_once(':').ok_or_else(|| format!("{w:?}: a follower is follower:S:K"))?;
+        return Ok(Target::Follower(number(s)?, number(k)?));
+    }
+    parse_node(w).map(Target::Node)
 }
 
 fn expect(word: Option<&str>, want: &str) -> Result<(), String> {
@@ -294,6 +359,7 @@ fn parse_event(line: &str) -> Result<Event, String> {
         }
         "flip-block" => Fault::FlipBlock { target: parse_target(w.next())? },
         "flip-log" => Fault::FlipLog { target: parse_target(w.next())? },
+        "flip-old-log" => Fault::FlipOldLog { target: parse_target(w.next())? },
         other => return Err(format!("unknown fault {other:?}")),
     };
     if let Some(extra) = w.next() {
@@ -307,6 +373,7 @@ impl fmt::Display for Target {
         match self {
             Target::Node(n) => write!(f, "n{n}"),
             Target::Leader(s) => write!(f, "leader:{s}"),
+            Target::Follower(s, k) => write!(f, "follower:{s}:{k}"),
         }
     }
 }
@@ -332,6 +399,7 @@ impl fmt::Display for Fault {
             Fault::DiskErrors { target, ms } => write!(f, "disk-errors {target} for {ms}ms"),
             Fault::FlipBlock { target } => write!(f, "flip-block {target}"),
             Fault::FlipLog { target } => write!(f, "flip-log {target}"),
+            Fault::FlipOldLog { target } => write!(f, "flip-old-log {target}"),
         }
     }
 }
@@ -356,6 +424,7 @@ mod tests {
             if seed % 5 == 0 {
                 swarm.budget = Budget::Beyond;
                 swarm.crash_mode = Some(CrashMode::KeepSubset);
+                swarm.damaged_voter = true;
             }
             let schedule = Schedule::generate(&swarm);
             let text = schedule.to_string();
@@ -376,6 +445,9 @@ mod tests {
             let err = Schedule::parse(&format!("# c\n{text}\n")).unwrap_err();
             assert!(err.starts_with("line 2:") && err.contains(want), "{text}: {err}");
         }
+        assert!(Schedule::parse("at 5ms isolate follower:1 for 3ms").unwrap_err().contains("follower:S:K"));
+        let text = "at 5ms flip-old-log follower:1:0\n";
+        assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
         let text = "scenario swarm\nseed 7\nbug none\nat 10ms restart leader:0 # roll\n";
         assert_eq!(parse_header(text), (Some("swarm".into()), Some(7), None));
         assert_eq!(Schedule::parse(text).unwrap().events[0].fault, Fault::Restart { target: Target::Leader(0) });

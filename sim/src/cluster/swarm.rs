@@ -67,6 +67,10 @@ pub struct Swarm {
     pub log_flip_per_min: u32,
     /// Crash the stream's leader rather than a random node (share of crashes).
     pub target_leader_ppm: u32,
+    /// Once per run, the three faults a damaged voter needs to elect a leader missing
+    /// committed entries: a follower cut off, an old bit flip in another's log, the leader
+    /// crashed at once (beyond the budget; scenario `damaged-voter`; off in the draw).
+    pub damaged_voter: bool,
     /// Restart every node in turn, twice (a rolling upgrade).
     pub rolling_restarts: bool,
 
@@ -148,6 +152,7 @@ impl Swarm {
             block_flip_per_min: on(&mut rng, 2),
             log_flip_per_min: 0,
             target_leader_ppm: 500_000,
+            damaged_voter: false,
             rolling_restarts: false,
             clock_skew_ms_max: [0, 5_000][rng.gen_range(0..2)],
             clock_drift_ppm_max: [0, 200][rng.gen_range(0..2)],
@@ -182,6 +187,7 @@ impl Swarm {
         self.disk_errors_per_min = 0;
         self.block_flip_per_min = 0;
         self.log_flip_per_min = 0;
+        self.damaged_voter = false;
         self.restore_fault_ppm = 0;
         self.rolling_restarts = false;
         self
@@ -265,6 +271,9 @@ impl fmt::Display for Swarm {
         // Only when on, so the runs of seeds from before these switches print (and hash) the same.
         if self.consumers || self.backup_restore {
             write!(f, " consumers={} backup-restore={}", self.consumers, self.backup_restore)?;
+        }
+        if self.damaged_voter {
+            write!(f, " damaged-voter=once")?;
         }
         Ok(())
     }
