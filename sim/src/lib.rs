@@ -9,7 +9,6 @@
 pub mod clock;
 pub mod cluster;
 pub mod invariants;
-pub mod node_cluster;
 pub mod raft_cluster;
 pub mod runtime;
 pub mod store_check;

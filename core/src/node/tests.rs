@@ -1,6 +1,6 @@
 //! Nodes on the production disk, wired by an in-memory network that delivers every frame in
 //! order unless a node is cut off. Fault injection (crashes with lost writes, drops,
-//! reordering) is the simulator's job (sim/tests/node_cluster.rs); these tests pin down the
+//! reordering) is the cluster simulator's job (docs/simulator.md); these tests pin down the
 //! node's behaviour: streams on Raft, acks after commit, dedupe across leader changes and
 //! restarts, delete, snapshots with compaction, and catch-up over the network.
 

@@ -354,31 +354,27 @@ fn a_damaged_node_neither_votes_nor_campaigns() {
     let recovered = RecoveredLog { commit_floor: 10, ..Default::default() };
     let mut r = Raft::new(cfg(1), 1, Membership::new([1, 2, 3]), recovered, 1, now).unwrap();
     assert!(r.is_damaged());
-    r.handle_message(now, vote_to_1(2, 3, 0, 0)).unwrap();
-    let mut granted = false;
-    while let Some(a) = r.poll_action(now) {
-        match a {
-            Action::Send(Message { body: Body::VoteResponse { granted: g, .. }, .. }) => granted |= g,
-            Action::Persist(io) => r.handle_persisted(now, io.id),
-            _ => {}
+    // Whether the node grants `request` (its actions run, its writes complete).
+    let grants = |r: &mut Raft, request: Message| {
+        r.handle_message(now, request).unwrap();
+        let mut granted = false;
+        while let Some(a) = r.poll_action(now) {
+            match a {
+                Action::Send(Message { body: Body::VoteResponse { granted: g, .. }, .. }) => granted |= g,
+                Action::Persist(io) => r.handle_persisted(now, io.id),
+                _ => {}
+            }
         }
-    }
-    assert!(!granted, "a node that lost committed entries must not vote");
+        granted
+    };
+    assert!(!grants(&mut r, vote_to_1(2, 3, 0, 0)), "a node that lost committed entries must not vote");
     // Nor pre-vote: a granted pre-vote lets the candidate start the election that the
     // damaged log would then decide.
     let pre_vote = Message {
         body: Body::Vote { pre_vote: true, transfer: false, last_index: 0, last_term: 0 },
         ..vote_to_1(2, 4, 0, 0)
     };
-    r.handle_message(now, pre_vote).unwrap();
-    while let Some(a) = r.poll_action(now) {
-        match a {
-            Action::Send(Message { body: Body::VoteResponse { granted: g, .. }, .. }) => granted |= g,
-            Action::Persist(io) => r.handle_persisted(now, io.id),
-            _ => {}
-        }
-    }
-    assert!(!granted, "a node that lost committed entries must not pre-vote either");
+    assert!(!grants(&mut r, pre_vote), "a node that lost committed entries must not pre-vote either");
     r.tick(now + Duration::from_secs(10));
     assert_eq!(r.role(), Role::Follower, "nor campaign");
     // Entries from a leader repair it.

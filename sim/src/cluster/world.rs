@@ -150,8 +150,7 @@ pub(super) struct World {
 }
 
 /// The configuration of simulated node `id` of `nodes`: short timeouts, tiny batches,
-/// segments and chunks so rare paths come up in seconds of simulated time. Shared with the
-/// older in-process harness (`node_cluster`).
+/// segments and chunks so rare paths come up in seconds of simulated time.
 pub fn node_config(id: NodeId, nodes: usize, seed: u64, buggify_ppm: u32, snapshot_entries: u64) -> NodeConfig {
     let mut cfg = NodeConfig::new(id, 1..=nodes as u64, format!("n{id}"));
     cfg.seed = seed.wrapping_mul(31).wrapping_add(id);
