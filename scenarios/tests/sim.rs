@@ -79,3 +79,17 @@ fn every_scenario_runs_and_injects_what_it_is_about() {
         }
     }
 }
+
+/// Kept findings (`scenarios/findings/*.schedule`): a fault schedule that once made the clean
+/// build fail, replayed against its scenario and seed; each must pass now.
+#[test]
+fn kept_findings_pass() {
+    use sluice_sim::cluster::schedule::{parse_header, Schedule};
+    let text = include_str!("../findings/meta-scratch-lost.schedule");
+    let (scenario, seed, _) = parse_header(text);
+    let sc = catalog::find(&scenario.expect("a scenario line")).expect("a known scenario");
+    let schedule = Schedule::parse(text).expect("the schedule parses");
+    assert!(schedule.events.len() > 10, "the schedule holds the faults that found it");
+    let out = run(sc, seed.expect("a seed line"), None, Some(schedule), false);
+    assert!(out.passed(), "meta-scratch-lost: {}", out.result);
+}

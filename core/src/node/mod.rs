@@ -915,6 +915,16 @@ impl<D: Disk> Node<D> {
         self.meta.raft.role()
     }
 
+    /// This node leads the meta group and has committed an entry of its own term, so every
+    /// entry before that is known committed: `meta_commit_index` is the whole committed log.
+    pub fn meta_leader_ready(&self) -> bool {
+        self.meta.raft.is_leader_ready()
+    }
+
+    pub fn meta_commit_index(&self) -> Index {
+        self.meta.raft.commit_index()
+    }
+
     /// The meta group's applied index: the stream list changes only when it moves, so a
     /// runtime can cache what it derives from `streams()` until then.
     pub fn meta_applied_index(&self) -> Index {
