@@ -122,9 +122,9 @@ impl Holds {
         DurableView { first_seq: self.written_front, msgs: msgs + self.msgs, bytes: bytes + self.bytes, deleted: view }
     }
 
-    /// Panics unless the module's invariants hold for a store at `first_seq..next_seq` with
-    /// `msgs` messages and `deleted` as its memory view.
-    pub(super) fn check(&self, first_seq: u64, next_seq: u64, msgs: u64, deleted: &SeqSet) {
+    /// Panics unless the module's invariants hold for a store at `first_seq..next_seq` whose
+    /// durable view (`durable_view` of its memory view) is `view`.
+    pub(super) fn check(&self, first_seq: u64, next_seq: u64, view: &DurableView) {
         assert!(self.written_front <= first_seq, "written front {} past first_seq {first_seq}", self.written_front);
         if !self.enabled || self.queue.is_empty() {
             assert!(self.queue.is_empty(), "removals held without holds");
@@ -147,7 +147,6 @@ impl Holds {
             sum_bytes += held.bytes;
         }
         assert_eq!((sum_msgs, sum_bytes), (self.msgs, self.bytes), "held counts");
-        let view = self.durable_view(first_seq, msgs, 0, deleted);
         assert_eq!(
             view.msgs + view.deleted.len(),
             next_seq - view.first_seq,
@@ -185,9 +184,6 @@ impl<D: Disk> FileStore<D> {
                 Removal::Compact { new_first } => {
                     assert!(new_first > self.holds.written_front, "front moves are written in order");
                     self.write_marker(RecordKind::Compact, new_first)?;
-                    self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
-                    self.holds.written_front = new_first;
-                    self.holds.shadow.remove_below(new_first);
                 }
                 Removal::Tombstone { seq } => {
                     // Below the written front the compact record covers it already.
@@ -199,14 +195,23 @@ impl<D: Disk> FileStore<D> {
             self.holds.queue.pop_front();
             self.holds.msgs -= held.msgs;
             self.holds.bytes -= held.bytes;
-            if matches!(held.removal, Removal::Compact { .. }) {
-                self.schedule_front_removals()?;
+            if let Removal::Compact { new_first } = held.removal {
+                self.compact_written(new_first)?;
             }
         }
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
         Ok(())
+    }
+
+    /// A compact record moving the disk's front to `front` was just written (by a move made
+    /// now, or a held one released): blocks wholly below it may go.
+    pub(super) fn compact_written(&mut self, front: u64) -> Result<(), StoreError> {
+        self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
+        self.holds.written_front = front;
+        self.holds.shadow.remove_below(front);
+        self.schedule_front_removals()
     }
 
     /// A delete of `seq` (not the front), `len` stored bytes: a tombstone, written now or held.

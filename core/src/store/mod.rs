@@ -545,10 +545,10 @@ impl<D: Disk> FileStore<D> {
         // stream position's block by it.
         assert!(self.blocks[0].first_seq <= self.first_seq, "the first block starts after first_seq");
         assert!(self.blocks[0].first_seq <= self.holds.written_front, "a block below the written front was removed");
-        self.holds.check(self.first_seq, self.next_seq, self.msgs, &self.deleted);
+        let view = self.holds.durable_view(self.first_seq, self.msgs, self.bytes, &self.deleted);
+        self.holds.check(self.first_seq, self.next_seq, &view);
         // What a held removal took out is still indexed and counted: a restore or a peer's
         // catch-up may need it (`get_range_as_released`).
-        let view = self.holds.durable_view(self.first_seq, self.msgs, self.bytes, &self.deleted);
         assert_eq!(
             count_messages(self.blocks.iter(), &view.deleted, view.first_seq, self.next_seq),
             (view.msgs, view.bytes),
@@ -709,9 +709,7 @@ impl<D: Disk> FileStore<D> {
         if held {
             return Ok(());
         }
-        self.holds.written_front = new_first;
-        self.compact_block = Some(self.blocks.back().expect("a store always has a block").index);
-        self.schedule_front_removals()
+        self.compact_written(new_first)
     }
 
     /// Moves blocks whose every message is below the written front to the removal list (a

@@ -17,6 +17,7 @@ use sluice_core::disk::Disk;
 use sluice_core::env::{Buggify, Clock, NodeId};
 use sluice_core::node::{Node, NodeConfig, RequestId, RestoreJob, Restoring, SnapshotPolicy, Work};
 use sluice_core::raft::storage::LogConfig;
+use sluice_core::raft::storage::{parse_segment_name, parse_snapshot_name};
 use sluice_core::raft::Role;
 use sluice_faultfs::{FaultConfig, FaultFs};
 use std::collections::BTreeMap;
@@ -749,12 +750,12 @@ impl World {
                     .list_dir(&root.join(&group).join("raft"))
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|n| n.strip_prefix("snap-")?.parse::<u64>().ok())
+                    .filter_map(|n| parse_snapshot_name(n))
                     .max()
                     .unwrap_or(0);
                 // Names are the zero-padded first index (raft::storage): they sort by index.
                 names.sort();
-                let first = |n: &String| n.strip_suffix(suffix).and_then(|i| i.parse::<u64>().ok()).unwrap_or(0);
+                let first = |n: &String| parse_segment_name(n).unwrap_or(0);
                 let pick = names.iter().position(|n| first(n) > snapshot).filter(|&p| p + 1 < names.len());
                 names = pick.map_or_else(Vec::new, |p| vec![names.swap_remove(p)]);
             }

@@ -34,11 +34,11 @@ fn parse_index(digits: &str) -> Option<Index> {
     digits.parse().ok().filter(|&index| index <= INDEX_MAX)
 }
 
-pub(super) fn parse_segment_name(name: &str) -> Option<Index> {
+pub fn parse_segment_name(name: &str) -> Option<Index> {
     parse_index(name.strip_suffix(SEGMENT_SUFFIX)?)
 }
 
-pub(super) fn parse_snapshot_name(name: &str) -> Option<Index> {
+pub fn parse_snapshot_name(name: &str) -> Option<Index> {
     parse_index(name.strip_prefix(SNAPSHOT_PREFIX)?)
 }
 

@@ -81,6 +81,8 @@ mod snapshot_write;
 mod tests;
 
 pub use error::{LogCut, LogCutReason, RaftStorageError};
+/// The index in a segment's or a snapshot's file name (tools and the simulator read them).
+pub use files::{parse_segment_name, parse_snapshot_name};
 pub use leftovers::Leftovers;
 pub use snapshot_write::SnapshotWrite;
 
