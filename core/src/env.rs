@@ -129,6 +129,22 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn buggify(&self, site: &'static str) -> bool;
 }
 
+/// Every BUGGIFY site, so a sweep can list those no seed fired (`coverage`):
+/// * `raft-election-timeout-short`: an election timer of a quarter of the minimum;
+/// * `raft-batch-one-entry`: an AppendEntries carries one entry;
+/// * `checkpoint-early`: a checkpoint before the snapshot policy asks for one;
+/// * `catchup-chunk-tiny`: a catch-up chunk of one message;
+/// * `catchup-snapshot-request`: a catch-up asks the leader for a newer snapshot at once;
+/// * `work-deferred`: queued background work (checkpoint I/O, clean-ups) waits a turn.
+pub const BUGGIFY_SITES: &[&str] = &[
+    "raft-election-timeout-short",
+    "raft-batch-one-entry",
+    "checkpoint-early",
+    "catchup-chunk-tiny",
+    "catchup-snapshot-request",
+    "work-deferred",
+];
+
 /// BUGGIFY for synchronous code that holds no `Env` (the node driver): whether the rare path
 /// `site` is forced for `key`, as a pure function of (seed, site, key), so a run replays
 /// exactly whatever order things are asked in. `OFF` (the default, and production) never
@@ -149,7 +165,7 @@ impl Buggify {
         Buggify { seed, fire_ppm }
     }
 
-    pub fn fires(&self, site: &str, key: u64) -> bool {
+    pub fn fires(&self, site: &'static str, key: u64) -> bool {
         if self.fire_ppm == 0 {
             return false;
         }
@@ -159,7 +175,11 @@ impl Buggify {
         h.u64(key);
         // FNV's low bits mix poorly; a multiply moves the well-mixed bits up.
         let x = h.finish().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
-        x % 1_000_000 < u64::from(self.fire_ppm)
+        let fired = x % 1_000_000 < u64::from(self.fire_ppm);
+        if fired {
+            crate::coverage::buggify_fired(site);
+        }
+        fired
     }
 }
 
@@ -169,13 +189,15 @@ mod tests {
 
     #[test]
     fn buggify_is_off_by_default_and_fires_at_about_its_rate() {
-        assert!((0..10_000).all(|k| !Buggify::OFF.fires("site", k)));
+        assert!((0..10_000).all(|k| !Buggify::OFF.fires("checkpoint-early", k)));
         let b = Buggify::new(42, 250_000);
-        let fired = (0..10_000).filter(|k| b.fires("site", *k)).count();
+        let fired = (0..10_000).filter(|k| b.fires("checkpoint-early", *k)).count();
         assert!((2_000..3_000).contains(&fired), "{fired} of 10,000 at 25%");
         // A pure function: the same question, the same answer; another site, other answers.
-        assert!((0..100).all(|k| b.fires("site", k) == Buggify::new(42, 250_000).fires("site", k)));
-        assert!((0..100).any(|k| b.fires("site", k) != b.fires("other", k)));
+        assert!(
+            (0..100).all(|k| b.fires("checkpoint-early", k) == Buggify::new(42, 250_000).fires("checkpoint-early", k))
+        );
+        assert!((0..100).any(|k| b.fires("checkpoint-early", k) != b.fires("work-deferred", k)));
     }
 
     #[test]

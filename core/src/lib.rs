@@ -5,6 +5,7 @@
 //! Modules:
 //! * [`archive`]: stream backup archives (S2-compressed tar), written and read defensively;
 //! * [`bugs`]: planted bugs for the simulator (feature `planted-bugs`, never in production);
+//! * [`coverage`]: coverage marks on rare paths, counted only when a simulator run asks;
 //! * [`disk`]: the `Disk` boundary, its contract and conformance suite;
 //! * [`env`]: clock, network, background work and BUGGIFY boundaries;
 //! * [`format`]: on-disk formats as pure encode/decode functions;
@@ -15,6 +16,7 @@
 
 pub mod archive;
 pub mod bugs;
+pub mod coverage;
 pub mod disk;
 pub mod env;
 pub mod format;

@@ -99,3 +99,27 @@ fn the_production_binding_is_the_only_core_module_that_opts_out_of_the_lint() {
         assert!(!text.contains("clippy::disallowed"), "{} opts out of the disallowed-API lint", file.display());
     }
 }
+
+/// The names in `coverage::MARKS` and `env::BUGGIFY_SITES` are exactly those the code uses:
+/// a listed name nothing uses would show as "never reached" forever, and a used name not
+/// listed would never show at all (debug builds assert the second, at the call).
+#[test]
+fn coverage_lists_match_the_code() {
+    let root = workspace();
+    let mut files = Vec::new();
+    rust_files(&root.join("core/src"), &mut files);
+    let mut marks = std::collections::BTreeSet::new();
+    let mut sites = std::collections::BTreeSet::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (pattern, found) in [("coverage::mark(\"", &mut marks), ("buggify.fires(\"", &mut sites)] {
+            for piece in text.split(pattern).skip(1) {
+                found.insert(piece.split('"').next().unwrap().to_string());
+            }
+        }
+    }
+    let listed = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<std::collections::BTreeSet<_>>();
+    // The coverage module's own tests mark names that exist elsewhere too.
+    assert_eq!(marks, listed(sluice_core::coverage::MARKS), "coverage marks used vs MARKS");
+    assert_eq!(sites, listed(sluice_core::env::BUGGIFY_SITES), "BUGGIFY sites used vs BUGGIFY_SITES");
+}

@@ -1,11 +1,13 @@
 //! sluice-reports: turns sweep results into files people read.
 //!
 //! A sweep writes `summary.json` (one object per seed: scenario, seed, bug, result,
-//! trace-hash, simulated seconds, wall milliseconds, faults injected by kind, and the command
-//! that replays it), `summary.md` (totals and failures) and `report.html` (one self-contained
-//! page: totals, a bar per scenario, a histogram of simulated time, the failures with their
-//! commands).
+//! trace-hash, simulated seconds, wall milliseconds, faults injected by kind, the command
+//! that replays it, commit latencies, coverage, and a failed seed's timeline), `summary.md`
+//! (totals and failures) and `report.html` (one self-contained page; see `html.rs`).
 
+mod html;
+
+pub use html::html;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +32,48 @@ pub struct SeedResult {
     pub faults: BTreeMap<String, u64>,
     /// The command that replays this seed.
     pub reproduce: String,
+    /// Commit latency of acknowledged publishes in simulated time, from a publish's first
+    /// send to its acknowledgement: count per bucket, keyed by the bucket's upper bound in
+    /// milliseconds (`LATENCY_BOUNDS_MS`; `u64::MAX` for the last, open one).
+    #[serde(default)]
+    pub latency_ms: BTreeMap<u64, u64>,
+    /// Rare paths reached, with how often: `mark:NAME` (core's coverage marks),
+    /// `buggify:SITE` (BUGGIFY sites that fired) and `fault:KIND@STATE` (a scheduled fault
+    /// and the state its target was in when it struck).
+    #[serde(default)]
+    pub coverage: BTreeMap<String, u64>,
+    /// Failed seeds only: what happened to whom and when (leaders, crashes, partitions, disk
+    /// faults, the violation), for the report's timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEvent>,
 }
+
+/// One event of a run's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    pub t_ms: u64,
+    /// `leader`, `crash`, `restart`, `pause`, `isolate`, `partition`, `one-way`,
+    /// `disk-errors`, `flip-*`, `heal-all`, `violation`...
+    pub kind: String,
+    /// The nodes it concerns (a partition: the side cut off); empty for the whole cluster.
+    pub nodes: Vec<u64>,
+    /// When it ends, for faults that last.
+    pub until_ms: Option<u64>,
+    /// The rest of what the trace says about it.
+    pub detail: String,
+}
+
+/// Upper bounds of the commit latency buckets, in simulated milliseconds. The simulator
+/// steps 10 ms at a time, so 0 means "within the step that sent it".
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [0, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, u64::MAX];
+
+/// The bucket (its upper bound) a latency falls in.
+pub fn latency_bucket(ms: u64) -> u64 {
+    *LATENCY_BOUNDS_MS.iter().find(|b| ms <= **b).expect("the last bound is u64::MAX")
+}
+
+/// Timelines kept per failed seed, at most: a long run's leader changes are cut off here.
+pub const TIMELINE_EVENTS_MAX: usize = 2_000;
 
 impl SeedResult {
     pub fn passed(&self) -> bool {
@@ -49,13 +92,14 @@ pub fn invariant_of(result: &str) -> Option<&str> {
     result.strip_prefix("fail: ").map(|r| r.split(':').next().unwrap_or(r))
 }
 
-/// Writes `summary.json`, `summary.md` and `report.html` for `results` into `dir`.
-pub fn write_sweep(dir: &Path, title: &str, results: &[SeedResult]) -> io::Result<()> {
+/// Writes `summary.json`, `summary.md` and `report.html` for `results` into `dir`. `known`
+/// lists every coverage point a run could reach (see `html::html`).
+pub fn write_sweep(dir: &Path, title: &str, results: &[SeedResult], known: &[String]) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
     std::fs::write(dir.join("summary.json"), json + "\n")?;
     std::fs::write(dir.join("summary.md"), markdown(title, results))?;
-    std::fs::write(dir.join("report.html"), html(title, results))?;
+    std::fs::write(dir.join("report.html"), html(title, results, known))?;
     Ok(())
 }
 
@@ -110,88 +154,6 @@ pub fn markdown(title: &str, results: &[SeedResult]) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// One self-contained HTML page (inline CSS and SVG, no scripts).
-pub fn html(title: &str, results: &[SeedResult]) -> String {
-    let mut out = String::new();
-    let failed: Vec<&SeedResult> = results.iter().filter(|r| !r.passed()).collect();
-    let _ = write!(
-        out,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
-         body{{font:14px sans-serif;margin:2em;max-width:70em}} td,th{{padding:2px 8px;text-align:left}} \
-         .bar{{fill:#4a7}} .fail{{fill:#c33}} code{{background:#eee;padding:1px 3px}}</style></head><body>\
-         <h1>{t}</h1><p>{} seeds, {} passed, <b>{} failed</b>.</p>",
-        results.len(),
-        results.len() - failed.len(),
-        failed.len(),
-        t = escape(title)
-    );
-    // Seeds per scenario, failures in red.
-    let scenarios = by_scenario(results);
-    let most = scenarios.values().map(|(s, _)| *s).max().unwrap_or(1).max(1) as f64;
-    let _ = write!(out, "<h2>Scenarios</h2><svg width=\"720\" height=\"{}\">", 22 * scenarios.len() + 4);
-    for (k, (name, (seeds, fails))) in scenarios.iter().enumerate() {
-        let y = 22 * k + 2;
-        let w = 460.0 * *seeds as f64 / most;
-        let wf = 460.0 * *fails as f64 / most;
-        let _ = write!(
-            out,
-            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"bar\" x=\"200\" y=\"{y}\" width=\"{w:.1}\" height=\"16\"/>\
-             <rect class=\"fail\" x=\"200\" y=\"{y}\" width=\"{wf:.1}\" height=\"16\"/><text x=\"{:.1}\" y=\"{}\">{seeds} ({fails} failed)</text>",
-            y + 13,
-            escape(name),
-            206.0 + w,
-            y + 13
-        );
-    }
-    let _ = write!(out, "</svg>");
-    // Histogram of simulated seconds.
-    let buckets = 20usize;
-    let max_sim = results.iter().map(|r| r.sim_secs).fold(0.0, f64::max).max(1.0);
-    let mut counts = vec![0u64; buckets];
-    for r in results {
-        let b = ((r.sim_secs / max_sim) * (buckets as f64 - 1.0)).round() as usize;
-        counts[b.min(buckets - 1)] += 1;
-    }
-    let top = *counts.iter().max().unwrap_or(&1).max(&1) as f64;
-    let _ = write!(out, "<h2>Simulated seconds per seed (0 to {max_sim:.0})</h2><svg width=\"720\" height=\"130\">");
-    for (b, c) in counts.iter().enumerate() {
-        let h = 110.0 * *c as f64 / top;
-        let _ = write!(
-            out,
-            "<rect class=\"bar\" x=\"{}\" y=\"{:.1}\" width=\"30\" height=\"{h:.1}\"><title>{c}</title></rect>",
-            b * 34,
-            115.0 - h
-        );
-    }
-    let _ = write!(out, "</svg><h2>Faults injected</h2><table>");
-    for (k, n) in fault_totals(results) {
-        let _ = write!(out, "<tr><td>{}</td><td>{n}</td></tr>", escape(k));
-    }
-    let _ = write!(out, "</table><h2>Failures</h2>");
-    if failed.is_empty() {
-        let _ = write!(out, "<p>None.</p>");
-    } else {
-        let _ = write!(out, "<table><tr><th>scenario</th><th>seed</th><th>result</th><th>replay</th></tr>");
-        for r in failed {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                escape(&r.scenario),
-                r.seed,
-                escape(&r.result),
-                escape(&r.reproduce)
-            );
-        }
-        let _ = write!(out, "</table>");
-    }
-    out.push_str("</body></html>\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +170,9 @@ mod tests {
             wall_ms: 3,
             faults: BTreeMap::from([("crash".to_string(), 2)]),
             reproduce: format!("sluice-sim run swarm --seed {seed}"),
+            latency_ms: BTreeMap::from([(10, 3), (u64::MAX, 1)]),
+            coverage: BTreeMap::from([("mark:a".to_string(), 2), ("fault:crash@leader".to_string(), 1)]),
+            timeline: Vec::new(),
         }
     }
 
@@ -222,15 +187,75 @@ mod tests {
             md.contains("swarm seed 2: fail: durability") && md.contains("`sluice-sim run swarm --seed 2`"),
             "{md}"
         );
-        let page = html("t", &results);
+        let page = html("t", &results, &[]);
         assert!(page.contains("<b>1 failed</b>") && page.contains("gone &lt;x&gt;"), "{page}");
         assert_eq!(results[1].invariant(), Some("durability"));
         assert_eq!(results[0].invariant(), None);
     }
 
     #[test]
+    fn the_page_draws_timelines_latency_and_what_no_seed_reached() {
+        let mut failed = result(2, "fail: durability: gone");
+        failed.timeline = vec![
+            TimelineEvent {
+                t_ms: 100,
+                kind: "leader".into(),
+                nodes: vec![1],
+                until_ms: None,
+                detail: "stream=\"s0\" term=2".into(),
+            },
+            TimelineEvent {
+                t_ms: 500,
+                kind: "crash".into(),
+                nodes: vec![3],
+                until_ms: Some(900),
+                detail: "down_ms=400".into(),
+            },
+            TimelineEvent {
+                t_ms: 950,
+                kind: "violation".into(),
+                nodes: vec![2],
+                until_ms: None,
+                detail: "durability".into(),
+            },
+        ];
+        let results = [result(1, "pass"), failed];
+        let known: Vec<String> =
+            ["mark:a", "mark:b", "buggify:c", "fault:crash", "fault:pause"].map(String::from).into();
+        let page = html("t", &results, &known);
+        for id in ["summary", "seeds", "failures", "latency", "coverage", "unreached"] {
+            assert!(page.contains(&format!("id=\"{id}\"")), "no section {id}");
+        }
+        assert_eq!(page.matches("class=\"timeline\"").count(), 1, "one failure, one timeline");
+        assert!(page.contains("n3") && page.contains("t=500 ms crash"), "the crash is drawn on n3");
+        assert!(page.contains("8 acknowledged publishes"), "two seeds of 3 + 1");
+        let unreached = &page[page.find("id=\"unreached\"").unwrap()..];
+        for (point, listed) in
+            [("mark:b", true), ("buggify:c", true), ("fault:pause", true), ("mark:a", false), ("fault:crash", false)]
+        {
+            assert_eq!(unreached.contains(&format!("<code>{point}</code>")), listed, "{point}");
+        }
+    }
+
+    #[test]
+    fn latency_buckets_are_upper_bounds() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 10);
+        assert_eq!(latency_bucket(10), 10);
+        assert_eq!(latency_bucket(10_001), u64::MAX);
+    }
+
+    #[test]
     fn json_round_trips() {
-        let results = vec![result(1, "pass")];
+        let mut failed = result(2, "fail: x");
+        failed.timeline = vec![TimelineEvent {
+            t_ms: 1,
+            kind: "crash".into(),
+            nodes: vec![1],
+            until_ms: Some(5),
+            detail: String::new(),
+        }];
+        let results = vec![result(1, "pass"), failed];
         let json = serde_json::to_string(&results).unwrap();
         let back: Vec<SeedResult> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, results);

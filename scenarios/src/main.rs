@@ -10,7 +10,7 @@ use sluice_reports::SeedResult;
 use sluice_scenarios::catalog::{self, Scenario, SCENARIOS};
 use sluice_scenarios::runner::{self, reproduce, Outcome};
 use sluice_scenarios::shrink;
-use sluice_sim::cluster::schedule::{parse_header, Schedule};
+use sluice_sim::cluster::schedule::{parse_header, Fault, Schedule};
 use sluice_sim::runtime::panic_message;
 use sluice_sim::trace::first_difference;
 use std::io::{IsTerminal, Write};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "sluice-sim", version, about = "sluice's deterministic simulator")]
@@ -68,6 +68,10 @@ enum Command {
         /// Stop at the first failing seed.
         #[arg(long)]
         fail_fast: bool,
+        /// Start no new seed after this many minutes of wall time (the nightly's time box);
+        /// the summary covers the seeds that ran.
+        #[arg(long)]
+        minutes: Option<u64>,
     },
     /// Reduce a failing run's fault schedule to a minimal one that still fails.
     Shrink {
@@ -121,8 +125,9 @@ fn main() -> ExitCode {
             run_cmd(&scenario, seed, bug.as_deref(), trace.as_deref(), schedule.as_deref())
         }
         Command::Replay { file } => replay(&file),
-        Command::Sweep { scenario, seeds, jobs, bug, out, fail_fast } => {
-            sweep(&scenario, seeds, jobs, bug.as_deref(), &out, fail_fast)
+        Command::Sweep { scenario, seeds, jobs, bug, out, fail_fast, minutes } => {
+            let time_box = minutes.map(|m| Duration::from_secs(m.saturating_mul(60)));
+            sweep(&scenario, seeds, jobs, bug.as_deref(), &out, fail_fast, time_box)
         }
         Command::Shrink { scenario, seed, bug, out } => shrink_cmd(&scenario, seed, bug.as_deref(), out),
     };
@@ -252,6 +257,9 @@ fn run_seed(sc: &'static Scenario, seed: u64, bug: Option<Bug>) -> SeedResult {
         wall_ms,
         faults: Default::default(),
         reproduce,
+        latency_ms: Default::default(),
+        coverage: Default::default(),
+        timeline: Vec::new(),
     };
     match run {
         Ok(o) => SeedResult {
@@ -260,6 +268,9 @@ fn run_seed(sc: &'static Scenario, seed: u64, bug: Option<Bug>) -> SeedResult {
             trace_hash: o.trace.hash_hex(),
             sim_secs: o.sim_ms as f64 / 1000.0,
             faults: o.faults,
+            latency_ms: o.latency_ms,
+            coverage: o.coverage,
+            timeline: o.timeline,
             ..base
         },
         Err(panic) => SeedResult { result: format!("fail: panic: {}", panic_message(&*panic)), ..base },
@@ -273,6 +284,7 @@ fn sweep(
     bug_name: Option<&str>,
     out: &Path,
     fail_fast: bool,
+    time_box: Option<Duration>,
 ) -> Result<ExitCode, String> {
     let fixed = if name == "all" { None } else { Some(scenario(name)?) };
     let bug = bug(bug_name)?;
@@ -283,6 +295,7 @@ fn sweep(
     let done = AtomicU64::new(0);
     let failures = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
+    let timed_out = AtomicBool::new(false);
     let results = Mutex::new(Vec::with_capacity(total.min(1 << 20) as usize));
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -290,6 +303,10 @@ fn sweep(
         for _ in 0..jobs {
             scope.spawn(|| loop {
                 if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if time_box.is_some_and(|limit| started.elapsed() >= limit) {
+                    timed_out.store(true, Ordering::Relaxed);
                     break;
                 }
                 let seed = next.fetch_add(1, Ordering::Relaxed);
@@ -326,6 +343,14 @@ fn sweep(
     }
     let mut results = results.into_inner().expect("results");
     results.sort_by_key(|r| r.seed);
+    if timed_out.load(Ordering::Relaxed) {
+        let last = results.iter().map(|r| r.seed).max();
+        println!(
+            "time box reached: {} of {total} seeds ran{}",
+            results.len(),
+            last.map(|l| format!(" (the last was {l})")).unwrap_or_default()
+        );
+    }
     let failed: Vec<&SeedResult> = results.iter().filter(|r| !r.passed()).collect();
     let sim: f64 = results.iter().map(|r| r.sim_secs).sum();
     println!(
@@ -338,8 +363,15 @@ fn sweep(
     for r in &failed {
         println!("FAIL {} seed {}: {}\n  {}", r.scenario, r.seed, r.result, r.reproduce);
     }
-    let title = format!("sluice-sim sweep: {name}, seeds {start}..{end}, bug {}", bug.map_or("none", Bug::name));
-    sluice_reports::write_sweep(out, &title, &results)
+    // Seeds are handed out in order and every seed handed out finishes, so the seeds that ran
+    // are one range even when the time box or --fail-fast cut the sweep short.
+    let ran_end = results.iter().map(|r| r.seed + 1).max().unwrap_or(start);
+    let title = format!("sluice-sim sweep: {name}, seeds {start}..{ran_end}, bug {}", bug.map_or("none", Bug::name));
+    let known: Vec<String> = sluice_core::coverage::all_keys()
+        .into_iter()
+        .chain(Fault::KINDS.iter().map(|k| format!("fault:{k}")))
+        .collect();
+    sluice_reports::write_sweep(out, &title, &results, &known)
         .map_err(|e| format!("cannot write the summary to {}: {e}", out.display()))?;
     println!("summary: {0}/summary.json, {0}/summary.md, {0}/report.html", out.display());
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -3,6 +3,7 @@
 
 use crate::catalog::{Kind, Scenario};
 use sluice_core::bugs::Bug;
+use sluice_reports::TimelineEvent;
 use sluice_sim::cluster::schedule::Schedule;
 use sluice_sim::cluster::{self, RunSpec};
 use sluice_sim::runtime::run_store_seed_with_bug;
@@ -21,6 +22,10 @@ pub struct Outcome {
     pub stats: String,
     /// The fault schedule the run played (cluster scenarios).
     pub schedule: Option<Schedule>,
+    /// For the report: commit latencies, rare paths reached, and (failed runs) the timeline.
+    pub latency_ms: BTreeMap<u64, u64>,
+    pub coverage: BTreeMap<String, u64>,
+    pub timeline: Vec<TimelineEvent>,
 }
 
 impl Outcome {
@@ -84,6 +89,9 @@ pub fn run(scenario: &Scenario, seed: u64, bug: Option<Bug>, schedule: Option<Sc
                 trace: out.trace,
                 sim_ms: out.sim_ms,
                 schedule: Some(schedule),
+                latency_ms: out.stats.latency_ms.clone(),
+                coverage: out.stats.coverage.clone(),
+                timeline: if out.result.is_err() { out.timeline } else { Vec::new() },
             }
         }
         Kind::Store { steps } => {
@@ -114,6 +122,9 @@ pub fn run(scenario: &Scenario, seed: u64, bug: Option<Bug>, schedule: Option<Sc
                 faults,
                 stats,
                 schedule: None,
+                latency_ms: BTreeMap::new(),
+                coverage: BTreeMap::new(),
+                timeline: Vec::new(),
             }
         }
     }

@@ -57,9 +57,13 @@ impl<D: Disk> RaftGroup<D> {
     ) -> Result<(RaftGroup<D>, GroupRecovery), String> {
         let mut raft_cfg = cfg.raft.clone();
         raft_cfg.id = cfg.id;
+        raft_cfg.buggify = cfg.buggify;
         disk.create_dir_all(dir).map_err(|e| format!("group {group}: create {}: {e}", dir.display()))?;
         let (storage, rec): (RaftStorage<D>, Recovered) =
             RaftStorage::open(disk, dir, cfg.log).map_err(|e| format!("group {group}: open log: {e}"))?;
+        if rec.cut.is_some() {
+            crate::coverage::mark("raft.log-tail-cut-at-recovery");
+        }
         let recovery = GroupRecovery {
             recovered_entries: rec.entries.len(),
             snapshot_index: rec.snapshot.as_ref().map(|s| s.meta.last_index),

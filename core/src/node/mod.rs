@@ -300,6 +300,8 @@ pub struct Node<D: Disk> {
     work: VecDeque<(GroupId, u64, WorkItem)>,
     /// Replicas whose checkpoint I/O is out (`take_work`), not yet back (`finish_work`).
     work_out: BTreeSet<GroupId>,
+    /// `take_work` calls so far: the key of BUGGIFY `work-deferred`.
+    work_asks: u64,
     next_request: RequestId,
     outstanding: usize,
     /// Look for directories of deleted streams at the next reconcile.
@@ -349,6 +351,7 @@ impl<D: Disk> Node<D> {
             replies: VecDeque::new(),
             work: VecDeque::new(),
             work_out: BTreeSet::new(),
+            work_asks: 0,
             next_request: 1,
             outstanding: 0,
             scan_orphans: true,
@@ -465,6 +468,12 @@ impl<D: Disk> Node<D> {
     /// is queued or none can go now (each replica has at most one piece out). Until it is
     /// back, its replica is neither reopened nor has its files removed.
     pub fn take_work(&mut self, now: MonoTime) -> Option<Work<D>> {
+        self.work_asks += 1;
+        // Slow background work: the queue waits a turn, so checkpoints finish later than the
+        // entries and requests around them.
+        if !self.work.is_empty() && self.cfg.buggify.fires("work-deferred", self.work_asks) {
+            return None;
+        }
         while let Some(at) = self.work.iter().position(|(id, _, _)| !self.work_out.contains(id)) {
             let (id, incarnation, item) = self.work.remove(at).expect("found above");
             self.stats.work_done += 1;

@@ -31,6 +31,9 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// BUGGIFY `checkpoint-early` considers a checkpoint once per this many applied entries.
+const BUGGIFY_CHECKPOINT_ENTRIES: u64 = 16;
+
 /// This replica's catch-up: one request outstanding, to one peer at a time.
 struct Catchup {
     /// Echoed by the peer; answers to older attempts are dropped.
@@ -205,6 +208,7 @@ impl<D: Disk> StreamGroup<D> {
     pub(super) fn fail(&mut self, why: String) {
         if self.failed.is_none() {
             tracing::error!(stream = %self.def.config.name, group = self.def.group, %why, "stream replica stops");
+            crate::coverage::mark("node.replica-stopped");
             self.failed = Some(why);
         }
         self.update_campaign();
@@ -319,6 +323,7 @@ impl<D: Disk> StreamGroup<D> {
                                 tracing::warn!(stream = %self.name(), index, missing_msgs, "store lacks messages its snapshot holds");
                             }
                             if self.catchup.take().is_some() {
+                                crate::coverage::mark("node.catchup-ended-by-newer-snapshot");
                                 tracing::info!(stream = %self.name(), index, "a newer snapshot ended the catch-up");
                                 self.update_campaign();
                             }
@@ -425,8 +430,13 @@ impl<D: Disk> StreamGroup<D> {
         let policy = &cfg.snapshot;
         let applied = self.group.raft.applied_index();
         let since = applied.saturating_sub(self.group.raft.log().snapshot_index());
+        // Snapshots at awkward moments: every 16 entries the policy may be overruled, so
+        // checkpoints land mid-batch, beside catch-ups served and restarts.
+        let early = self.since_snapshot_entries >= BUGGIFY_CHECKPOINT_ENTRIES
+            && self.buggify.fires("checkpoint-early", self.def.group ^ ((applied / BUGGIFY_CHECKPOINT_ENTRIES) << 8));
         let due = self.since_snapshot_entries >= policy.entries
             || self.since_snapshot_bytes >= policy.bytes
+            || early
             || (since > 0 && (now >= self.next_snapshot_at || self.group.raft.snapshot_wanted()));
         if !due && !self.group.raft.should_force_checkpoint() {
             return None;
@@ -563,6 +573,7 @@ impl<D: Disk> StreamGroup<D> {
                 let took_ms = now.saturating_since(started).as_millis() as u64;
                 tracing::debug!(target: "sluice::checkpoint", stream = %self.def.config.name, index, ?compacted, took_ms, "checkpoint installed");
                 if compacted.is_some() {
+                    crate::coverage::mark("node.checkpoint-compacted-log");
                     self.stats.compactions += 1;
                     self.since_snapshot_entries = 0;
                     self.since_snapshot_bytes = 0;
@@ -585,7 +596,14 @@ impl<D: Disk> StreamGroup<D> {
     /// Asks the next peer for the next chunk. Leader first (it is known to hold the
     /// snapshot's messages), then the other peers in turn.
     fn send_catchup_request(&mut self, now: MonoTime, outbox: &mut Outbox) {
-        let Some(req) = self.machine.catchup_request(self.chunk_bytes) else {
+        // Tiny chunks (one message each): many rounds, so a catch-up overlaps more of
+        // everything else. The source always sends at least one message.
+        let chunk_bytes = if self.buggify.fires("catchup-chunk-tiny", self.def.group ^ (self.next_attempt << 16)) {
+            1
+        } else {
+            self.chunk_bytes
+        };
+        let Some(req) = self.machine.catchup_request(chunk_bytes) else {
             self.catchup = None;
             self.update_campaign();
             return;
@@ -670,6 +688,7 @@ impl<D: Disk> StreamGroup<D> {
         let (failures, round_done) = (c.failures, c.failures % others == 0);
         if round_done && failures / others >= cfg.catchup_rounds_before_snapshot {
             tracing::warn!(stream = %self.name(), failures, "catch-up cannot progress; asking the leader for a newer snapshot");
+            crate::coverage::mark("node.catchup-asks-newer-snapshot");
             self.request_newer_snapshot();
         }
         let c = self.catchup.as_mut().expect("catching up");

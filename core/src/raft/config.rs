@@ -2,7 +2,7 @@
 
 use super::message::{append_bytes, HEADER_BYTES};
 use super::types::{BATCH_ENTRIES_MAX, ENTRY_DATA_BYTES_MAX};
-use crate::env::{NodeId, FRAME_BYTES_MAX};
+use crate::env::{Buggify, NodeId, FRAME_BYTES_MAX};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub struct RaftConfig {
     pub uncommitted_bytes_max: usize,
     /// A leader transfer that has not completed in this time is abandoned.
     pub transfer_timeout: Duration,
+    /// Rare paths forced on purpose (simulation only; `Buggify::OFF` in production).
+    pub buggify: Buggify,
 }
 
 impl RaftConfig {
@@ -41,6 +43,7 @@ impl RaftConfig {
             uncommitted_entries_max: 4 * BATCH_ENTRIES_MAX as u64,
             uncommitted_bytes_max: 64 * 1024 * 1024,
             transfer_timeout: Duration::from_millis(3_000),
+            buggify: Buggify::OFF,
         }
     }
 

@@ -400,6 +400,7 @@ impl Raft {
                 if now >= self.heartbeat_deadline {
                     if !self.quorum_active(now) {
                         // Check-quorum: a leader cut off from a majority stops claiming to lead.
+                        crate::coverage::mark("raft.leader-steps-down-no-quorum");
                         self.become_follower(now, self.hs.term, None);
                         return;
                     }
@@ -717,7 +718,13 @@ impl Raft {
     fn reset_election_timer(&mut self, now: MonoTime) {
         let min = self.cfg.election_timeout_min.as_nanos() as u64;
         let max = self.cfg.election_timeout_max.as_nanos() as u64;
-        self.election_deadline = now + std::time::Duration::from_nanos(self.rng.gen_range(min..max));
+        let mut timeout_ns = self.rng.gen_range(min..max);
+        // Legal at any length: a node that times out early only asks for a pre-vote sooner,
+        // and peers that heard from a leader within election_timeout_min refuse it.
+        if self.cfg.buggify.fires("raft-election-timeout-short", self.hs.term ^ (self.log.last_index() << 24)) {
+            timeout_ns = min / 4;
+        }
+        self.election_deadline = now + std::time::Duration::from_nanos(timeout_ns);
     }
 
     fn start_pre_vote(&mut self, now: MonoTime) {
@@ -778,6 +785,9 @@ impl Raft {
         // A damaged node's log is shorter than what it once acknowledged: comparing a
         // candidate against it could elect a leader missing committed entries.
         let damaged = self.is_damaged() && !crate::bugs::active(crate::bugs::Bug::DamagedNodeVotes);
+        if damaged && up_to_date {
+            crate::coverage::mark("raft.vote-refused-damaged-log");
+        }
         if pre_vote {
             let granted = term > self.hs.term && up_to_date && !self.lease_active(now) && !damaged;
             let reply_term = if granted { term } else { self.hs.term };
@@ -987,8 +997,14 @@ impl Raft {
     pub fn next_batch(&self, next: Index) -> Vec<Entry> {
         let mut out: Vec<Entry> = Vec::new();
         let mut bytes = append_bytes([]);
+        // Tiny batches: a follower then sees a leader's log one entry per message.
+        let entries_max = if self.cfg.buggify.fires("raft-batch-one-entry", next ^ (self.hs.term << 40)) {
+            1
+        } else {
+            self.cfg.batch_entries_max
+        };
         for e in self.log.range(next, self.log.last_index()) {
-            if out.len() >= self.cfg.batch_entries_max {
+            if out.len() >= entries_max {
                 break;
             }
             if e.kind.travels_alone() && !out.is_empty() {
@@ -1118,6 +1134,7 @@ impl Raft {
 
     fn truncate_local(&mut self, index: Index) {
         assert!(index > self.commit, "committed entries are never truncated");
+        crate::coverage::mark("raft.follower-truncates-suffix");
         self.log.truncate_from(index);
         let io = self.io();
         io.entries.retain(|e| e.index < index);
@@ -1200,6 +1217,7 @@ impl Raft {
             return Ok(());
         }
         self.snapshot_requested = false;
+        crate::coverage::mark("raft.snapshot-installed");
         self.log.reset_to(snapshot.clone());
         self.commit = self.commit.max(index);
         // Nothing of the old log counts as durable any more; the snapshot will be.

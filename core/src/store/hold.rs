@@ -193,6 +193,7 @@ impl<D: Disk> FileStore<D> {
                 }
             }
             self.holds.queue.pop_front();
+            crate::coverage::mark("store.removals-released");
             self.holds.msgs -= held.msgs;
             self.holds.bytes -= held.bytes;
             if let Removal::Compact { new_first } = held.removal {

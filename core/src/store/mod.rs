@@ -178,6 +178,9 @@ impl<D: Disk> FileStore<D> {
         if cfg!(debug_assertions) {
             store.check_invariants();
         }
+        if recovered.report.cut.is_some() {
+            crate::coverage::mark("store.tail-cut-at-recovery");
+        }
         Ok((store, recovered.report))
     }
 

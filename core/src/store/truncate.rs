@@ -87,6 +87,7 @@ impl<D: Disk> FileStore<D> {
             return Ok(0);
         }
         self.flush()?;
+        crate::coverage::mark("store.truncated-after");
         let msgs_before = self.msgs;
         if seq + 1 < self.first_seq {
             self.truncate_to_empty(seq + 1)?;

@@ -19,6 +19,9 @@ use std::time::Duration;
 /// memory (about 300 bytes an id) and the snapshot (at most ~18 MiB of ids).
 pub const DEDUPE_IDS_MAX: usize = 65_536;
 
+/// Ids `check_invariants` looks up in the id index per call, at most.
+const CHECK_LOOKUPS_MAX: usize = 64;
+
 /// One remembered id: the message it stored and when (stream clock, ns).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DedupeEntry {
@@ -179,9 +182,19 @@ impl Dedupe {
     pub fn check_invariants(&self) {
         assert_eq!(self.by_id.len(), self.by_age.len(), "dedupe indexes disagree in size");
         assert!(self.by_id.len() <= DEDUPE_IDS_MAX, "dedupe holds more than DEDUPE_IDS_MAX");
+        // Every entry's order and age are checked; its id is looked up in `by_id` only within
+        // a window of CHECK_LOOKUPS_MAX entries that the clock places (all of them when there
+        // are few). The walk is cheap; a lookup compares ids at every level of the tree, and
+        // the simulator runs this check every 100 ms on every replica, where the full
+        // cross-check was a quarter of a run's time. The clock moves with every publish, so
+        // over a run the window passes over every entry.
+        let len = self.by_age.len();
+        let start = if len <= CHECK_LOOKUPS_MAX { 0 } else { (self.clock_ns.unsigned_abs() % len as u64) as usize };
         let mut previous_seq = 0u64;
-        for (&(ns, seq), id) in &self.by_age {
-            assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
+        for (k, (&(ns, seq), id)) in self.by_age.iter().enumerate() {
+            if (k + len - start) % len.max(1) < CHECK_LOOKUPS_MAX {
+                assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
+            }
             assert!(ns <= self.clock_ns, "dedupe id recorded after the clock");
             assert!(seq > previous_seq, "dedupe sequences out of order");
             previous_seq = seq;
@@ -210,6 +223,22 @@ mod tests {
         assert_eq!(d.check(b"a"), None);
         assert!(d.is_empty());
         d.check_invariants();
+    }
+
+    #[test]
+    fn the_cross_check_finds_an_id_that_disagrees_once_its_window_covers_it() {
+        let mut d = Dedupe::new(Duration::from_secs(1_000));
+        d.advance(1_000 * SEC);
+        for seq in 1..=200u64 {
+            d.record(format!("id-{seq}").as_bytes(), seq);
+        }
+        d.check_invariants();
+        // Entry 150 (position 149 in age order) now disagrees between the two indexes.
+        d.by_id.insert(Bytes::from("id-150"), (151, 1_000 * SEC));
+        // 1,000 s is a multiple of 200 ids: the window starts at position clock % 200.
+        d.clock_ns = 1_000 * SEC + 140;
+        let caught = std::panic::catch_unwind(|| d.check_invariants());
+        assert!(caught.is_err(), "positions 140..204 include 149");
     }
 
     #[test]

@@ -470,6 +470,7 @@ impl<D: Disk> StreamMachine<D> {
         // Before the sequence check: a client retrying a publish that carried an expected
         // last sequence must get its original sequence back, not a mismatch.
         if let Some(seq) = self.dedupe.check(p.msg_id) {
+            crate::coverage::mark("stream.duplicate-publish");
             return Ok(ApplyOutcome::Duplicate { seq });
         }
         let state = self.store.state();
@@ -495,7 +496,10 @@ impl<D: Disk> StreamMachine<D> {
             Err(StoreError::MessageTooLarge { size_bytes, max_bytes }) => {
                 reject(RejectReason::MessageTooLarge { size_bytes, max_bytes })
             }
-            Err(StoreError::LimitExceeded { limit }) => reject(RejectReason::LimitExceeded { limit }),
+            Err(StoreError::LimitExceeded { limit }) => {
+                crate::coverage::mark("stream.discard-new-refused");
+                reject(RejectReason::LimitExceeded { limit })
+            }
             Err(StoreError::InvalidSubject { reason }) => reject(RejectReason::InvalidSubject { reason }),
             Err(e) => Err(e.into()),
         }
@@ -742,7 +746,10 @@ impl<D: Disk> StreamMachine<D> {
     pub fn apply_catchup_chunk(&mut self, chunk: &CatchupChunk) -> Result<CatchupProgress, StreamError> {
         self.check_not_failed()?;
         let Mode::CatchingUp(c) = &self.mode else { return Err(StreamError::NotCatchingUp) };
-        let chunk = self.check_chunk(c, chunk).map_err(|reason| StreamError::InvalidCatchupChunk { reason })?;
+        let chunk = self.check_chunk(c, chunk).map_err(|reason| {
+            crate::coverage::mark("stream.catchup-chunk-refused");
+            StreamError::InvalidCatchupChunk { reason }
+        })?;
         if let Err(e) = self.write_chunk(&chunk) {
             return Err(self.fail(e));
         }

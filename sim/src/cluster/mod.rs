@@ -21,6 +21,7 @@ pub mod backup;
 mod consumers;
 pub mod history;
 pub mod net;
+mod record;
 pub mod schedule;
 pub mod swarm;
 mod workload;

@@ -97,6 +97,20 @@ pub enum Fault {
 
 impl Fault {
     /// The kind, for counting faults in a sweep's summary.
+    /// Every name `kind` gives, for coverage reports.
+    pub const KINDS: [&'static str; 10] = [
+        "crash",
+        "restart",
+        "pause",
+        "isolate",
+        "partition",
+        "one-way",
+        "disk-errors",
+        "flip-block",
+        "flip-log",
+        "flip-old-log",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Crash { .. } => "crash",

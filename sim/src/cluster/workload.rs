@@ -225,6 +225,7 @@ impl World {
         match node.publish(now, wall, &name, publish) {
             Ok(req) => {
                 self.in_flight.insert((target, req), Request::Publish { stream: s, id });
+                self.note_sent(id);
                 self.log("publish", format_args!("\"node\":{target},\"stream\":{},\"id\":{id}", json_str(&name)));
             }
             Err(ClientError::NotLeader { leader }) => self.leader_hint[s] = leader,
@@ -331,6 +332,7 @@ impl World {
                         );
                         no_gaps::check_ack(&self.streams[stream], n, seq, id, self.t_ms)?;
                         self.streams[stream].record_ack(seq, id);
+                        self.note_acked(id);
                     }
                     (Request::Publish { stream, id }, Reply::Rejected { reason }) => {
                         return Err(Violation::new(

@@ -20,6 +20,7 @@ use sluice_core::raft::storage::LogConfig;
 use sluice_core::raft::storage::{parse_segment_name, parse_snapshot_name};
 use sluice_core::raft::Role;
 use sluice_faultfs::{FaultConfig, FaultFs};
+use sluice_reports::TimelineEvent;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -60,6 +61,10 @@ pub struct RunStats {
     pub hostile_archives: u64,
     /// Restores whose every write was acknowledged and checked against their archive.
     pub restores_checked: u64,
+    /// Commit latencies: count per bucket (`sluice_reports::LATENCY_BOUNDS_MS`).
+    pub latency_ms: BTreeMap<u64, u64>,
+    /// Rare paths reached: core's marks and BUGGIFY sites, and `fault:KIND@STATE`.
+    pub coverage: BTreeMap<String, u64>,
 }
 
 pub struct RunOutcome {
@@ -67,6 +72,8 @@ pub struct RunOutcome {
     pub stats: RunStats,
     pub trace: Trace,
     pub sim_ms: u64,
+    /// Leaders, faults and (on failure) the violation, for the report.
+    pub timeline: Vec<TimelineEvent>,
 }
 
 /// Runs `spec` in a fresh madsim runtime seeded with the swarm's seed, on its own thread,
@@ -75,9 +82,13 @@ pub fn run(spec: RunSpec) -> RunOutcome {
     let seed = spec.swarm.seed;
     crate::runtime::in_madsim(seed, move || {
         bugs::set(spec.bug);
+        sluice_core::coverage::record();
         let mut world = World::new(spec);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
         bugs::set(None);
+        for (point, hits) in sluice_core::coverage::take() {
+            *world.stats.coverage.entry(point).or_insert(0) += hits;
+        }
         let result = match result {
             Ok(r) => r,
             Err(panic) => {
@@ -91,7 +102,16 @@ pub fn run(spec: RunSpec) -> RunOutcome {
         };
         world.trace.record(line);
         world.finish_stats();
-        RunOutcome { result, stats: world.stats, trace: world.trace, sim_ms: world.t_ms }
+        if let Err(v) = &result {
+            world.timeline.push(TimelineEvent {
+                t_ms: v.at_ms,
+                kind: "violation".into(),
+                nodes: v.node.into_iter().collect(),
+                until_ms: None,
+                detail: v.to_string(),
+            });
+        }
+        RunOutcome { result, stats: world.stats, trace: world.trace, sim_ms: world.t_ms, timeline: world.timeline }
     })
 }
 
@@ -148,6 +168,12 @@ pub(super) struct World {
     pub(super) stats: RunStats,
     pub(super) churn: super::workload::Churn,
     pub(super) restores: super::backup::Restores,
+    /// For the report (`record.rs`): when each publish id was first sent,
+    pub(super) first_sent: BTreeMap<u64, u64>,
+    /// the timeline,
+    pub(super) timeline: Vec<TimelineEvent>,
+    /// and the state the node a fault resolved to was in just before it struck.
+    pub(super) fault_state: Option<String>,
 }
 
 /// The configuration of simulated node `id` of `nodes`: short timeouts, tiny batches,
@@ -234,6 +260,9 @@ impl World {
             stats: RunStats::default(),
             churn: super::workload::Churn::default(),
             restores: super::backup::Restores::default(),
+            first_sent: BTreeMap::new(),
+            timeline: Vec::new(),
+            fault_state: None,
             spec,
         }
     }
@@ -243,7 +272,9 @@ impl World {
     }
 
     pub(super) fn log(&mut self, ev: &str, fields: std::fmt::Arguments<'_>) {
-        self.trace.record(format!("{{\"t\":{},\"ev\":\"{ev}\",{fields}}}", self.t_ms));
+        let line = format!("{{\"t\":{},\"ev\":\"{ev}\",{fields}}}", self.t_ms);
+        self.note_timeline(ev, &line);
+        self.trace.record(line);
     }
 
     fn count(&mut self, kind: &str) {
@@ -448,6 +479,11 @@ impl World {
         }
     }
 
+    /// Whether node `i` has background work out (taken, not yet given back).
+    pub(super) fn work_busy(&self, i: usize) -> bool {
+        !self.work_out[i].is_empty()
+    }
+
     fn begin_batches(&mut self) {
         for node in self.nodes.iter_mut().flatten() {
             node.begin_batch();
@@ -544,7 +580,10 @@ impl World {
         v
     }
 
-    /// Whether taking `nodes` out keeps the cluster within its budget.
+    /// Whether taking `nodes` out keeps the cluster within its budget: at most a minority of
+    /// all nodes (the meta group spans them all), and at most a minority of the replicas of
+    /// each stream that has three or more (a 3-replica stream on 5 nodes survives one, not
+    /// two). A single replica claims to survive nothing, and its faults are not limited here.
     fn within_budget(&self, nodes: &[NodeId]) -> bool {
         if self.spec.swarm.budget == Budget::Beyond {
             return true;
@@ -553,10 +592,20 @@ impl World {
         v.extend(nodes);
         v.sort_unstable();
         v.dedup();
-        v.len() <= self.spec.swarm.minority()
+        let per_stream = self.streams.iter().filter(|s| s.peers.len() >= 3).all(|s| {
+            let hit = s.peers.iter().filter(|p| v.contains(p)).count();
+            hit <= (s.peers.len() - 1) / 2
+        });
+        v.len() <= self.spec.swarm.minority() && per_stream
     }
 
     fn resolve(&mut self, target: Target) -> NodeId {
+        let n = self.resolve_node(target);
+        self.fault_state = Some(self.node_state(n));
+        n
+    }
+
+    fn resolve_node(&mut self, target: Target) -> NodeId {
         match target {
             Target::Node(n) => n.min(self.nodes.len() as u64).max(1),
             Target::Leader(s) => match self.leader_of_any(s) {
@@ -608,7 +657,27 @@ impl World {
         Ok(())
     }
 
+    /// Fires one scheduled fault, and counts the state it struck in for coverage.
     fn fire(&mut self, fault: &Fault) -> Result<(), Violation> {
+        let struck_before: u64 = self.stats.faults.values().sum();
+        self.fault_state = None;
+        self.fire_fault(fault)?;
+        if self.stats.faults.values().sum::<u64>() > struck_before {
+            let state = match (self.fault_state.take(), fault) {
+                (Some(state), _) => state,
+                (None, Fault::OneWay { from, .. }) => self.node_state(*from),
+                (None, Fault::Partition { side, .. }) => {
+                    let leads = side.iter().any(|n| self.node_state(*n).starts_with("leader"));
+                    if leads { "side-with-leader" } else { "side-without-leader" }.to_string()
+                }
+                (None, _) => "unknown".into(),
+            };
+            self.note_fault_state(fault.kind(), &state);
+        }
+        Ok(())
+    }
+
+    fn fire_fault(&mut self, fault: &Fault) -> Result<(), Violation> {
         match fault {
             Fault::Crash { target, down_ms, mode } => {
                 let Some((_, i)) = self.up_within_budget(*target) else { return self.skip(fault) };
