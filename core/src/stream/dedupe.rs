@@ -192,7 +192,7 @@ impl Dedupe {
         let start = if len <= CHECK_LOOKUPS_MAX { 0 } else { (self.clock_ns.unsigned_abs() % len as u64) as usize };
         let mut previous_seq = 0u64;
         for (k, (&(ns, seq), id)) in self.by_age.iter().enumerate() {
-            if (k + len - start) % len.max(1) < CHECK_LOOKUPS_MAX {
+            if (k + len - start) % len < CHECK_LOOKUPS_MAX {
                 assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
             }
             assert!(ns <= self.clock_ns, "dedupe id recorded after the clock");

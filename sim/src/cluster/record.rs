@@ -4,29 +4,20 @@
 //! the run: it reads the world and the lines the trace already records, and draws no random
 //! number, so a seed's trace hash does not depend on it.
 
+use super::schedule::Fault;
 use super::world::World;
 use sluice_core::env::NodeId;
 use sluice_core::raft::Role;
 use sluice_reports::{latency_bucket, TimelineEvent, TIMELINE_EVENTS_MAX};
 
-/// Trace events the timeline shows; `flip-*` faults are matched by prefix.
-const TIMELINE_KINDS: &[&str] = &[
-    "leader",
-    "crash",
-    "restart",
-    "restart-all",
-    "pause",
-    "isolate",
-    "partition",
-    "one-way",
-    "disk-errors",
-    "heal-all",
-];
+/// Trace events the timeline shows besides the scheduled faults (`Fault::KINDS`).
+const TIMELINE_EXTRA_KINDS: &[&str] = &["leader", "restart-all", "heal-all"];
 
 impl World {
     /// Keeps a trace line for the timeline if its kind is one the report draws.
     pub(super) fn note_timeline(&mut self, ev: &str, line: &str) {
-        if !(TIMELINE_KINDS.contains(&ev) || ev.starts_with("flip-")) || self.timeline.len() >= TIMELINE_EVENTS_MAX {
+        let shown = Fault::KINDS.contains(&ev) || TIMELINE_EXTRA_KINDS.contains(&ev);
+        if !shown || self.timeline.len() >= TIMELINE_EVENTS_MAX {
             return;
         }
         // The line is our own JSON; a line that does not parse is kept without its fields.

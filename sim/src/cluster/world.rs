@@ -279,6 +279,9 @@ impl World {
 
     fn count(&mut self, kind: &str) {
         *self.stats.faults.entry(kind.to_string()).or_insert(0) += 1;
+        if let Some(state) = self.fault_state.take() {
+            self.note_fault_state(kind, &state);
+        }
     }
 
     pub(super) fn is_up(&self, i: usize) -> bool {
@@ -657,24 +660,13 @@ impl World {
         Ok(())
     }
 
-    /// Fires one scheduled fault, and counts the state it struck in for coverage.
+    /// Fires one scheduled fault. The state its target was in (`fault_state`, set when the
+    /// target is resolved) is counted for coverage by `count` if the fault strikes.
     fn fire(&mut self, fault: &Fault) -> Result<(), Violation> {
-        let struck_before: u64 = self.stats.faults.values().sum();
         self.fault_state = None;
-        self.fire_fault(fault)?;
-        if self.stats.faults.values().sum::<u64>() > struck_before {
-            let state = match (self.fault_state.take(), fault) {
-                (Some(state), _) => state,
-                (None, Fault::OneWay { from, .. }) => self.node_state(*from),
-                (None, Fault::Partition { side, .. }) => {
-                    let leads = side.iter().any(|n| self.node_state(*n).starts_with("leader"));
-                    if leads { "side-with-leader" } else { "side-without-leader" }.to_string()
-                }
-                (None, _) => "unknown".into(),
-            };
-            self.note_fault_state(fault.kind(), &state);
-        }
-        Ok(())
+        let fired = self.fire_fault(fault);
+        self.fault_state = None;
+        fired
     }
 
     fn fire_fault(&mut self, fault: &Fault) -> Result<(), Violation> {
@@ -713,6 +705,8 @@ impl World {
                 if side.is_empty() || rest.is_empty() || !self.within_budget(smaller) {
                     return self.skip(fault);
                 }
+                let leads = side.iter().any(|n| self.node_state(*n).starts_with("leader"));
+                self.fault_state = Some(if leads { "side-with-leader" } else { "side-without-leader" }.into());
                 self.count("partition");
                 self.log("partition", format_args!("\"side\":{side:?},\"ms\":{ms}"));
                 self.net.cuts.partitions.push((side, self.t_ms + ms));
@@ -722,6 +716,7 @@ impl World {
                 if *from > n || *to > n || from == to || !self.within_budget(&[*from]) {
                     return self.skip(fault);
                 }
+                self.fault_state = Some(self.node_state(*from));
                 self.count("one-way");
                 self.log("one-way", format_args!("\"from\":{from},\"to\":{to},\"ms\":{ms}"));
                 self.net.cuts.one_way.push((*from, *to, self.t_ms + ms));
