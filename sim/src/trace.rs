@@ -16,19 +16,37 @@ pub struct Trace {
     count: u64,
 }
 
+/// Feeds formatted text straight into the hash.
+struct HashWriter<'a>(&'a mut Fnv64);
+
+impl fmt::Write for HashWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
+    }
+}
+
 impl Trace {
     pub fn new(keep_lines: bool) -> Self {
         Trace { hash: Fnv64::new(), lines: keep_lines.then(Vec::new), count: 0 }
     }
 
     pub fn record(&mut self, line: impl fmt::Display) {
-        let line = line.to_string();
-        self.hash.write(line.as_bytes());
-        self.hash.write(b"\n");
         self.count += 1;
-        if let Some(lines) = &mut self.lines {
-            lines.push(line);
+        match &mut self.lines {
+            Some(lines) => {
+                let line = line.to_string();
+                self.hash.write(line.as_bytes());
+                lines.push(line);
+            }
+            // FNV is a stream hash: feeding the pieces as they are formatted gives the hash
+            // of the whole line, without building it (most of a run's lines are never kept).
+            None => {
+                use fmt::Write;
+                write!(HashWriter(&mut self.hash), "{line}").expect("hashing cannot fail");
+            }
         }
+        self.hash.write(b"\n");
     }
 
     pub fn hash(&self) -> u64 {

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Rare paths forced on purpose (simulation only; `Buggify::OFF` in production).
     pub buggify: Buggify,
+    /// Every replica keeps a digest per message so `stream_state_hash_kept` answers without
+    /// reading the store (simulation only: it costs memory per message).
+    pub keep_digests: bool,
 }
 
 impl NodeConfig {
@@ -82,6 +85,7 @@ impl NodeConfig {
             requests_max: 64 * 1024,
             seed: id,
             buggify: Buggify::OFF,
+            keep_digests: false,
         }
     }
 

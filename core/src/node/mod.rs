@@ -1024,6 +1024,17 @@ impl<D: Disk> Node<D> {
         Ok((g.group.raft.applied_index(), hash))
     }
 
+    /// `stream_state_hash` from the digests the replica keeps (`NodeConfig::keep_digests`),
+    /// without reading its store: the same value, and `Ok(None)` if it keeps none.
+    pub fn stream_state_hash_kept(&self, name: &str) -> Result<Option<(Index, u64)>, ClientError> {
+        let id = self.local_group(name)?;
+        let g = &self.streams[&id];
+        if let Some(why) = &g.failed {
+            return Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") });
+        }
+        Ok(g.machine.state_hash_kept().map(|hash| (g.group.raft.applied_index(), hash)))
+    }
+
     /// Asks the stream's leader on this node to hand leadership to `target`.
     pub fn transfer_stream_leader(&mut self, now: MonoTime, name: &str, target: NodeId) -> Result<(), ClientError> {
         let id = self.local_group(name)?;

@@ -159,6 +159,9 @@ impl<D: Disk> StreamGroup<D> {
         if report.cut.is_some() || report.lost_count() > 0 {
             tracing::warn!(stream = %def.config.name, lost = report.lost_count(), cut = ?report.cut, "store recovery cut records; the log replay restores them");
         }
+        if cfg.keep_digests {
+            machine.keep_digests().map_err(|e| format!("stream {:?}: digest the store: {e}", def.config.name))?;
+        }
         if recovery.snapshot_index.is_none() {
             machine
                 .restore(&StreamSnapshot::initial())

@@ -21,6 +21,7 @@
 
 mod block;
 mod config;
+mod digest;
 mod error;
 mod hold;
 mod recovery;
@@ -35,6 +36,7 @@ pub use config::{
     Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
     SUBJECT_BYTES_MAX, WRITE_BUFFER_BYTES_MAX,
 };
+pub use digest::message_digest;
 pub use error::{CorruptReason, LimitKind, StoreError};
 pub use recovery::{Cut, CutReason, RecoveryReport, StateFileStatus};
 pub use seqset::SeqSet;
@@ -49,6 +51,7 @@ use crate::format::state::StateFile;
 use crate::format::FormatError;
 use block::{block_name, AppendError, Block};
 use bytes::Bytes;
+use digest::Digests;
 use hold::Holds;
 use recovery::{recover, STATE_FILE, STATE_TMP_FILE};
 use std::collections::VecDeque;
@@ -109,6 +112,8 @@ pub struct FileStore<D: Disk> {
     removals: Vec<Block<D::File>>,
     /// Removals kept in memory until a snapshot covers them (`hold`).
     holds: Holds,
+    /// Per-message digests, kept only when asked for (`keep_digests`; simulator only).
+    digests: Option<Digests>,
     failed: Option<StoreError>,
     last_sync: Option<MonoTime>,
     /// Something changed since the state file was last written.
@@ -142,6 +147,7 @@ impl<D: Disk> FileStore<D> {
             cuts: 0,
             removals: Vec::new(),
             holds: Holds::new(recovered.first_seq),
+            digests: None,
             failed: None,
             last_sync: None,
             state_stale: true,
@@ -227,6 +233,32 @@ impl<D: Disk> FileStore<D> {
         &self.dir
     }
 
+    /// From now on keeps a digest of every message (`digest`), for `content_digest`. Reads
+    /// every message once to start. For a simulator's frequent state comparisons; production
+    /// never calls it.
+    pub fn keep_digests(&mut self) -> Result<(), StoreError> {
+        const BATCH_MSGS: usize = 1024;
+        const BATCH_BYTES: u64 = 4 * 1024 * 1024;
+        let mut digests = Digests::default();
+        let mut from = self.first_seq;
+        loop {
+            let batch = self.get_range(from, BATCH_MSGS, BATCH_BYTES)?;
+            let Some(last) = batch.last() else { break };
+            for m in &batch {
+                digests.insert(m.seq, message_digest(m.seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload));
+            }
+            from = last.seq + 1;
+        }
+        assert_eq!(digests.len() as u64, self.msgs, "the store returned a different number of messages than it counts");
+        self.digests = Some(digests);
+        Ok(())
+    }
+
+    /// The wrapping sum of every message's `message_digest`, if `keep_digests` was called.
+    pub fn content_digest(&self) -> Option<u64> {
+        self.digests.as_ref().map(Digests::sum)
+    }
+
     /// The error that stopped writes, if any.
     pub fn failure(&self) -> Option<&StoreError> {
         self.failed.as_ref()
@@ -273,6 +305,9 @@ impl<D: Disk> FileStore<D> {
         self.scratch = scratch;
         let offset = written?;
         self.last_block_mut().msgs.push(seq, offset, stored as u32);
+        if let Some(d) = &mut self.digests {
+            d.insert(seq, message_digest(seq, msg.timestamp_ns, msg.subject, msg.headers, msg.payload));
+        }
         self.next_seq += 1;
         self.msgs += 1;
         self.bytes += stored;
@@ -302,6 +337,9 @@ impl<D: Disk> FileStore<D> {
             let entry = self.entry(seq).expect("a sequence in range and not deleted is indexed");
             self.remove_message(seq, u64::from(entry.len))?;
             self.deleted.insert(seq);
+            if let Some(d) = &mut self.digests {
+                d.remove(seq);
+            }
             self.msgs -= 1;
             self.bytes -= u64::from(entry.len);
         }
@@ -709,6 +747,9 @@ impl<D: Disk> FileStore<D> {
         self.deleted.remove_below(new_first);
         self.first_seq = new_first;
         self.next_seq = self.next_seq.max(new_first);
+        if let Some(d) = &mut self.digests {
+            d.keep_range(self.first_seq, self.next_seq);
+        }
         if held {
             return Ok(());
         }

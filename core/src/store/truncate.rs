@@ -95,6 +95,9 @@ impl<D: Disk> FileStore<D> {
             let plan = self.plan_truncation(seq)?;
             self.truncate_at(seq, plan)?;
         }
+        if let Some(d) = &mut self.digests {
+            d.keep_range(self.first_seq, self.next_seq);
+        }
         if cfg!(debug_assertions) {
             self.check_invariants();
         }

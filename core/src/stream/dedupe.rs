@@ -10,7 +10,12 @@
 //!
 //! An id is live while `clock - recorded_ns <= window`. A window of zero turns
 //! de-duplication off. Rules in docs/streams.md.
+//!
+//! `digest` is the wrapping sum of `entry_digest` over the remembered ids, kept as ids come
+//! and go, so a state hash need not walk them all (`StreamMachine::state_hash_kept`); the full
+//! `state_hash` walks them and asserts that it agrees.
 
+use crate::format::fnv::Fnv64;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +43,17 @@ pub struct Dedupe {
     by_id: BTreeMap<Bytes, (u64, i64)>,
     /// (recorded_ns, seq) -> id: the eviction order.
     by_age: BTreeMap<(i64, u64), Bytes>,
+    /// Wrapping sum of `entry_digest` over `by_age`.
+    digest: u64,
+}
+
+/// The digest of one remembered id (see the module docs).
+pub fn entry_digest(msg_id: &[u8], seq: u64, timestamp_ns: i64) -> u64 {
+    let mut h = Fnv64::new();
+    h.bytes(msg_id);
+    h.u64(seq);
+    h.i64(timestamp_ns);
+    h.finish()
 }
 
 /// Why a set of dedupe entries cannot be loaded (from a snapshot).
@@ -67,6 +83,7 @@ impl Dedupe {
             clock_ns: i64::MIN,
             by_id: BTreeMap::new(),
             by_age: BTreeMap::new(),
+            digest: 0,
         }
     }
 
@@ -86,6 +103,15 @@ impl Dedupe {
         self.by_id.is_empty()
     }
 
+    /// The wrapping sum of `entry_digest` over every remembered id.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    fn forget(&mut self, (ns, seq): (i64, u64), id: &[u8]) {
+        self.digest = self.digest.wrapping_sub(entry_digest(id, seq, ns));
+    }
+
     /// Moves the clock forward to `now_ns` (never back) and forgets ids older than the window.
     pub fn advance(&mut self, now_ns: i64) {
         self.clock_ns = self.clock_ns.max(now_ns);
@@ -94,7 +120,8 @@ impl Dedupe {
             if entry.key().0 >= oldest_live {
                 break;
             }
-            let ((_, _), id) = entry.remove_entry();
+            let (key, id) = entry.remove_entry();
+            self.forget(key, &id);
             self.by_id.remove(&id);
         }
     }
@@ -121,11 +148,15 @@ impl Dedupe {
         if let Some((old_seq, old_ns)) = self.by_id.insert(id.clone(), (seq, self.clock_ns)) {
             // Only an id outside the window can be recorded again, and those are pruned by
             // `advance`; keep the indexes consistent regardless.
-            self.by_age.remove(&(old_ns, old_seq));
+            if let Some(old_id) = self.by_age.remove(&(old_ns, old_seq)) {
+                self.forget((old_ns, old_seq), &old_id);
+            }
         }
+        self.digest = self.digest.wrapping_add(entry_digest(&id, seq, self.clock_ns));
         self.by_age.insert((self.clock_ns, seq), id);
         while self.by_id.len() > DEDUPE_IDS_MAX {
-            let (_, oldest) = self.by_age.pop_first().expect("more ids than the bound, so at least one");
+            let (key, oldest) = self.by_age.pop_first().expect("more ids than the bound, so at least one");
+            self.forget(key, &oldest);
             self.by_id.remove(&oldest);
         }
     }
@@ -164,12 +195,14 @@ impl Dedupe {
         }
         self.clock_ns = clock_ns;
         self.by_id = by_id;
+        self.digest = by_age.iter().fold(0u64, |sum, (&(ns, seq), id)| sum.wrapping_add(entry_digest(id, seq, ns)));
         self.by_age = by_age;
         if self.enabled() {
             self.advance(clock_ns);
         } else {
             self.by_id.clear();
             self.by_age.clear();
+            self.digest = 0;
         }
         Ok(())
     }
@@ -267,6 +300,33 @@ mod tests {
         assert_eq!(d.check(b"id-2"), None);
         assert_eq!(d.check(b"id-3"), Some(3));
         d.check_invariants();
+        assert_eq!(d.digest(), walked_digest(&d), "eviction by count keeps the digest");
+    }
+
+    fn walked_digest(d: &Dedupe) -> u64 {
+        d.entries().fold(0u64, |sum, e| sum.wrapping_add(entry_digest(&e.msg_id, e.seq, e.timestamp_ns)))
+    }
+
+    #[test]
+    fn the_kept_digest_follows_every_change() {
+        let mut d = Dedupe::new(Duration::from_nanos(10 * SEC as u64));
+        assert_eq!(d.digest(), 0);
+        for seq in 1..=20u64 {
+            d.advance(seq as i64 * SEC);
+            d.record(format!("id-{}", seq % 7).as_bytes(), seq);
+            assert_eq!(d.digest(), walked_digest(&d), "after recording {seq}");
+        }
+        let full = d.digest();
+        d.advance(25 * SEC);
+        assert!(d.len() < 20 && d.digest() != full, "expiry forgot ids");
+        assert_eq!(d.digest(), walked_digest(&d), "after expiry");
+        let entries: Vec<DedupeEntry> = d.entries().collect();
+        let mut loaded = Dedupe::new(Duration::from_nanos(10 * SEC as u64));
+        loaded.load(d.clock_ns(), &entries).unwrap();
+        assert_eq!(loaded.digest(), d.digest(), "a load computes the same digest");
+        let mut off = Dedupe::new(Duration::ZERO);
+        off.load(d.clock_ns(), &entries).unwrap();
+        assert_eq!(off.digest(), 0, "a disabled table remembers nothing");
     }
 
     #[test]

@@ -51,7 +51,9 @@ use crate::disk::Disk;
 use crate::env::MonoTime;
 use crate::format::block::SEQ_MAX;
 use crate::format::fnv::Fnv64;
-use crate::store::{FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState, SyncPlan};
+use crate::store::{
+    message_digest, FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState, SyncPlan,
+};
 use consumer::{ConsumerConfig, ConsumerInfo, Consumers, Delivery, NextRequest};
 use std::path::Path;
 
@@ -842,14 +844,11 @@ impl<D: Disk> StreamMachine<D> {
 
     /// A deterministic hash of the stream's logical content: range, counts, clock, every
     /// message (sequence, timestamp, subject, headers, payload) and every dedupe id. Replicas
-    /// that applied the same entries return the same value. Reads the whole store.
+    /// that applied the same entries return the same value. Reads the whole store; if the
+    /// store keeps digests (`keep_digests`), asserts that what it read is what they say.
     pub fn state_hash(&self) -> Result<u64, StreamError> {
-        let mut h = Fnv64::new();
         let state = self.store.state();
-        for v in [state.first_seq, state.last_seq, state.msgs, state.bytes] {
-            h.u64(v);
-        }
-        h.i64(self.dedupe.clock_ns());
+        let mut content = 0u64;
         let mut from = state.first_seq;
         let mut seen = 0u64;
         loop {
@@ -857,27 +856,52 @@ impl<D: Disk> StreamMachine<D> {
             let Some(last) = batch.last() else { break };
             for m in &batch {
                 assert!(!self.gaps.contains(m.seq), "gap {} holds a message", m.seq);
-                h.u64(m.seq);
-                h.i64(m.timestamp_ns);
-                h.bytes(&m.subject);
-                h.bytes(&m.headers);
-                h.bytes(&m.payload);
+                let digest = message_digest(m.seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload);
+                content = content.wrapping_add(digest);
             }
             seen += batch.len() as u64;
             from = last.seq + 1;
         }
         assert_eq!(seen, state.msgs, "the store returned a different number of messages than it counts");
-        h.u64(self.dedupe.len() as u64);
-        for e in self.dedupe.entries() {
-            h.bytes(&e.msg_id);
-            h.u64(e.seq);
-            h.i64(e.timestamp_ns);
+        if let Some(kept) = self.store.content_digest() {
+            assert_eq!(kept, content, "the kept message digests disagree with the store's messages");
         }
+        let ids = self
+            .dedupe
+            .entries()
+            .fold(0u64, |sum, e| sum.wrapping_add(dedupe::entry_digest(&e.msg_id, e.seq, e.timestamp_ns)));
+        assert_eq!(ids, self.dedupe.digest(), "the dedupe table's digest disagrees with its ids");
+        Ok(self.hash_with_content(content))
+    }
+
+    /// `state_hash` from the digests the store keeps, without reading a message: `None`
+    /// unless `keep_digests` was called. Equal to `state_hash` whenever both answer.
+    pub fn state_hash_kept(&self) -> Option<u64> {
+        self.store.content_digest().map(|content| self.hash_with_content(content))
+    }
+
+    /// Keeps message digests in the store from now on (`state_hash_kept`). Reads every
+    /// message once.
+    pub fn keep_digests(&mut self) -> Result<(), StreamError> {
+        Ok(self.store.keep_digests()?)
+    }
+
+    /// The state hash, given the wrapping sum of the messages' digests (the dedupe ids'
+    /// sum is always kept).
+    fn hash_with_content(&self, content: u64) -> u64 {
+        let mut h = Fnv64::new();
+        let state = self.store.state();
+        for v in [state.first_seq, state.last_seq, state.msgs, state.bytes, content] {
+            h.u64(v);
+        }
+        h.i64(self.dedupe.clock_ns());
+        h.u64(self.dedupe.len() as u64);
+        h.u64(self.dedupe.digest());
         // Without consumers the hash is what it was before they existed.
         if !self.consumers.is_empty() {
             self.consumers.hash_into(&mut h);
         }
-        Ok(h.finish())
+        h.finish()
     }
 
     /// Panics if an invariant in the module docs does not hold. O(messages): the store's

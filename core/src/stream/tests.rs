@@ -20,9 +20,12 @@ impl Fixture {
         Fixture { disk: OsDisk::new(temp_root(tag)).unwrap(), dirs: Vec::new() }
     }
 
+    /// Opens keeping message digests, so every `state_hash` below also asserts that the
+    /// kept digests match the store, and `apply_all` compares the two hashes.
     fn open(&mut self, dir: &str, config: StreamConfig) -> StreamMachine<OsDisk> {
         self.dirs.push(PathBuf::from(dir));
-        let (m, _report) = StreamMachine::open(self.disk.clone(), Path::new(dir), config).unwrap();
+        let (mut m, _report) = StreamMachine::open(self.disk.clone(), Path::new(dir), config).unwrap();
+        m.keep_digests().unwrap();
         m.check_invariants();
         m
     }
@@ -95,6 +98,7 @@ fn apply_all(m: &mut StreamMachine<OsDisk>, log: &[(u64, Vec<u8>)]) -> Vec<Apply
         .map(|(index, data)| {
             let outcome = m.apply(*index, data).unwrap();
             m.check_invariants();
+            assert_eq!(m.state_hash_kept(), Some(m.state_hash().unwrap()), "after entry {index}");
             outcome
         })
         .collect()
@@ -222,6 +226,25 @@ fn dedupe_within_and_after_the_window() {
     assert_eq!(m.apply(9, &publish(200 * SEC, "", "orders.1", "y")).unwrap(), stored(5));
     assert_eq!(m.apply(10, &publish(200 * SEC, "", "orders.1", "y")).unwrap(), stored(6));
     m.check_invariants();
+}
+
+#[test]
+fn the_kept_hash_follows_discard_old_expiry_and_is_off_by_default() {
+    let mut fx = Fixture::new("stream-kept-hash");
+    let limits = Limits { max_msgs: Some(4), max_age: Some(Duration::from_secs(10)), ..Limits::default() };
+    let mut m = fx.fresh("k", config(limits));
+    let mut log = workload();
+    log.push(entry(StreamEntry::Expire { now_wall_ns: 50 * SEC }));
+    let before = m.state_hash().unwrap();
+    let outcomes = apply_all(&mut m, &log_of(log));
+    assert!(outcomes.iter().any(|o| matches!(o, ApplyOutcome::Expired { count } if *count > 0)));
+    assert_ne!(m.state_hash_kept(), Some(before));
+    // Production opens without digests: no kept hash, and the full scan still answers.
+    fx.dirs.push(PathBuf::from("plain"));
+    let (mut plain, _) = StreamMachine::open(fx.disk.clone(), Path::new("plain"), config(limits)).unwrap();
+    plain.restore(&StreamSnapshot::initial()).unwrap();
+    assert_eq!(plain.state_hash_kept(), None);
+    assert_eq!(plain.state_hash().unwrap(), before, "the same empty stream, digests or not");
 }
 
 #[test]

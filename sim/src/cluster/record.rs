@@ -14,10 +14,14 @@ use sluice_reports::{latency_bucket, TimelineEvent, TIMELINE_EVENTS_MAX};
 const TIMELINE_EXTRA_KINDS: &[&str] = &["leader", "restart-all", "heal-all"];
 
 impl World {
+    /// Whether the report's timeline draws trace lines of kind `ev`.
+    pub(super) fn on_timeline(ev: &str) -> bool {
+        Fault::KINDS.contains(&ev) || TIMELINE_EXTRA_KINDS.contains(&ev)
+    }
+
     /// Keeps a trace line for the timeline if its kind is one the report draws.
     pub(super) fn note_timeline(&mut self, ev: &str, line: &str) {
-        let shown = Fault::KINDS.contains(&ev) || TIMELINE_EXTRA_KINDS.contains(&ev);
-        if !shown || self.timeline.len() >= TIMELINE_EVENTS_MAX {
+        if !Self::on_timeline(ev) || self.timeline.len() >= TIMELINE_EVENTS_MAX {
             return;
         }
         // The line is our own JSON; a line that does not parse is kept without its fields.
