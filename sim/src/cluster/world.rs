@@ -583,13 +583,14 @@ impl World {
             // repaired: it counts against the budget like a node that is down. So does a
             // replica not reopened yet after a restart: whether its log is damaged is not
             // known until it opens, and a second fault in that window could take out a
-            // majority (log-flip 283).
+            // majority (log-flip 283). And so does a replica catching up: its store lacks a
+            // range (a flipped block cut it, say) and it serves no one until it is whole;
+            // flips in all three stores left each waiting for the others (bit-flip 2093).
             let id = i as u64 + 1;
             let damaged = self.nodes[i].as_ref().is_some_and(|n| {
-                self.streams
-                    .iter()
-                    .filter(|s| s.peers.contains(&id))
-                    .any(|s| n.stream_info(&s.name).map_or(true, |info| info.damaged))
+                self.streams.iter().filter(|s| s.peers.contains(&id)).any(|s| {
+                    n.stream_info(&s.name).map_or(true, |info| info.damaged || info.stream.catching_up.is_some())
+                })
             });
             if damaged {
                 v.push(id);
