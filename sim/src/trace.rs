@@ -103,4 +103,22 @@ mod tests {
         assert_eq!(first_difference(&left, &right), Some((2, Some("y"), Some("z"))));
         assert_eq!(first_difference(&left, &left), None);
     }
+
+    #[test]
+    fn a_trace_that_keeps_no_lines_hashes_the_same_bytes() {
+        let mut kept = Trace::new(true);
+        let mut streamed = Trace::new(false);
+        for t in [&mut kept, &mut streamed] {
+            t.record("x");
+            t.record("y");
+        }
+        assert_eq!(streamed.hash_hex(), "811b9a5297fa6da0");
+        // Formatted in pieces, as `World::log` does.
+        for t in [&mut kept, &mut streamed] {
+            t.record(format_args!("{{\"t\":{},\"ev\":\"{}\",{}}}", 10, "send", format_args!("\"to\":{}", 2)));
+        }
+        assert_eq!(streamed.hash(), kept.hash());
+        assert_eq!(kept.lines().unwrap()[2], r#"{"t":10,"ev":"send","to":2}"#);
+        assert_eq!((streamed.len(), streamed.lines()), (3, None));
+    }
 }

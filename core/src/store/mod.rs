@@ -259,6 +259,14 @@ impl<D: Disk> FileStore<D> {
         self.digests.as_ref().map(Digests::sum)
     }
 
+    /// Forgets the digests of messages outside `first_seq..next_seq`: called wherever the
+    /// range shrinks in memory (a front move, a truncation), before anything can fail after.
+    fn trim_digests(&mut self) {
+        if let Some(d) = &mut self.digests {
+            d.keep_range(self.first_seq, self.next_seq);
+        }
+    }
+
     /// The error that stopped writes, if any.
     pub fn failure(&self) -> Option<&StoreError> {
         self.failed.as_ref()
@@ -747,9 +755,7 @@ impl<D: Disk> FileStore<D> {
         self.deleted.remove_below(new_first);
         self.first_seq = new_first;
         self.next_seq = self.next_seq.max(new_first);
-        if let Some(d) = &mut self.digests {
-            d.keep_range(self.first_seq, self.next_seq);
-        }
+        self.trim_digests();
         if held {
             return Ok(());
         }

@@ -28,8 +28,10 @@ impl Fixture {
         Fixture { root, disk }
     }
 
+    /// Opens keeping message digests, so `present` can check them against what it reads.
     fn open(&self, config: StoreConfig) -> (FileStore<OsDisk>, RecoveryReport) {
-        let (store, report) = FileStore::open(self.disk.clone(), Path::new("s"), config).unwrap();
+        let (mut store, report) = FileStore::open(self.disk.clone(), Path::new("s"), config).unwrap();
+        store.keep_digests().unwrap();
         store.check_invariants();
         (store, report)
     }
@@ -471,17 +473,23 @@ fn verify_changes_nothing() {
 const POLICIES: [SyncPolicy; 3] =
     [SyncPolicy::Always, SyncPolicy::OnSnapshot, SyncPolicy::Interval { interval: Duration::from_secs(3600) }];
 
-/// Every message of the stream, by sequence, read back and checked against `payload(seq)`.
+/// Every message of the stream, by sequence, read back and checked against `payload(seq)`;
+/// the kept digests (`Fixture::open`) must sum to what was read.
 fn present(store: &FileStore<OsDisk>) -> Vec<u64> {
     let state = store.state();
     let mut seqs = Vec::new();
+    let mut content = 0u64;
     for seq in state.first_seq..=state.last_seq {
         if let Some(m) = store.get(seq).unwrap() {
             assert_eq!(m.payload, payload(seq), "sequence {seq} holds another message");
             seqs.push(seq);
+            content = content.wrapping_add(message_digest(seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload));
         }
     }
     assert_eq!(seqs.len() as u64, state.msgs);
+    if let Some(kept) = store.content_digest() {
+        assert_eq!(kept, content, "the kept digests disagree with the messages");
+    }
     seqs
 }
 

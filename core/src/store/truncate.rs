@@ -95,9 +95,6 @@ impl<D: Disk> FileStore<D> {
             let plan = self.plan_truncation(seq)?;
             self.truncate_at(seq, plan)?;
         }
-        if let Some(d) = &mut self.digests {
-            d.keep_range(self.first_seq, self.next_seq);
-        }
         if cfg!(debug_assertions) {
             self.check_invariants();
         }
@@ -188,6 +185,7 @@ impl<D: Disk> FileStore<D> {
         self.deleted = deleted;
         self.msgs = msgs;
         self.bytes = bytes;
+        self.trim_digests();
         self.state_stale = true;
         // Not durable until the cut and the directory are synced.
         self.mark_dir_dirty();
@@ -276,6 +274,7 @@ impl<D: Disk> FileStore<D> {
         self.deleted = SeqSet::new();
         self.msgs = 0;
         self.bytes = 0;
+        self.trim_digests();
         self.compact_block = None;
         self.state_stale = true;
         let result = written.and_then(|()| self.remove_newest_first(old)).and_then(|()| {

@@ -238,7 +238,7 @@ fn the_kept_hash_follows_discard_old_expiry_and_is_off_by_default() {
     let before = m.state_hash().unwrap();
     let outcomes = apply_all(&mut m, &log_of(log));
     assert!(outcomes.iter().any(|o| matches!(o, ApplyOutcome::Expired { count } if *count > 0)));
-    assert_ne!(m.state_hash_kept(), Some(before));
+    assert_ne!(m.state_hash_kept(), Some(before), "the publishes changed the kept hash");
     // Production opens without digests: no kept hash, and the full scan still answers.
     fx.dirs.push(PathBuf::from("plain"));
     let (mut plain, _) = StreamMachine::open(fx.disk.clone(), Path::new("plain"), config(limits)).unwrap();
