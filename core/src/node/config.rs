@@ -63,7 +63,7 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Rare paths forced on purpose (simulation only; `Buggify::OFF` in production).
     pub buggify: Buggify,
-    /// Every replica keeps a digest per message so `stream_state_hash_kept` answers without
+    /// Every replica keeps a digest per message so `stream_state_hash_cheap` answers without
     /// reading the store (simulation only: it costs memory per message).
     pub keep_digests: bool,
 }

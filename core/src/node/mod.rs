@@ -1011,28 +1011,33 @@ impl<D: Disk> Node<D> {
         g.machine.get(seq).map_err(|e| ClientError::Unavailable { reason: e.to_string() })
     }
 
-    /// A hash of the replica's state at its applied index (tests compare replicas).
+    /// A hash of the replica's state at its applied index (tests compare replicas). Reads
+    /// the whole store, and asserts that the digests it keeps (if any) match it.
     pub fn stream_state_hash(&self, name: &str) -> Result<(Index, u64), ClientError> {
-        let id = self.local_group(name)?;
-        let g = &self.streams[&id];
-        // A replica that stopped in the middle of an applied batch holds less than Raft's
-        // applied index says; it is closed and reopened at the next tick.
-        if let Some(why) = &g.failed {
-            return Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") });
-        }
+        let g = self.hashable_replica(name)?;
         let hash = g.machine.state_hash().map_err(|e| ClientError::Unavailable { reason: e.to_string() })?;
         Ok((g.group.raft.applied_index(), hash))
     }
 
-    /// `stream_state_hash` from the digests the replica keeps (`NodeConfig::keep_digests`),
-    /// without reading its store: the same value, and `Ok(None)` if it keeps none.
-    pub fn stream_state_hash_kept(&self, name: &str) -> Result<Option<(Index, u64)>, ClientError> {
-        let id = self.local_group(name)?;
-        let g = &self.streams[&id];
-        if let Some(why) = &g.failed {
-            return Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") });
+    /// The same value as `stream_state_hash`, from the digests the replica keeps
+    /// (`NodeConfig::keep_digests`) without reading its store; by reading it if it keeps none.
+    pub fn stream_state_hash_cheap(&self, name: &str) -> Result<(Index, u64), ClientError> {
+        let g = self.hashable_replica(name)?;
+        match g.machine.state_hash_kept() {
+            Some(hash) => Ok((g.group.raft.applied_index(), hash)),
+            None => self.stream_state_hash(name),
         }
-        Ok(g.machine.state_hash_kept().map(|hash| (g.group.raft.applied_index(), hash)))
+    }
+
+    /// The replica of `name`, if its state can be hashed. A replica that stopped in the
+    /// middle of an applied batch holds less than Raft's applied index says; it is closed and
+    /// reopened at the next tick.
+    fn hashable_replica(&self, name: &str) -> Result<&StreamGroup<D>, ClientError> {
+        let g = &self.streams[&self.local_group(name)?];
+        match &g.failed {
+            Some(why) => Err(ClientError::Unavailable { reason: format!("replica stopped: {why}") }),
+            None => Ok(g),
+        }
     }
 
     /// Asks the stream's leader on this node to hand leadership to `target`.

@@ -13,6 +13,7 @@
 //!
 //! Bound: one entry per message in the store, so it grows with the store and no further.
 
+use super::StoredMessage;
 use crate::format::fnv::Fnv64;
 use std::collections::BTreeMap;
 
@@ -25,6 +26,11 @@ pub fn message_digest(seq: u64, timestamp_ns: i64, subject: &[u8], headers: &[u8
     h.bytes(headers);
     h.bytes(payload);
     h.finish()
+}
+
+/// `message_digest` of a message read back.
+pub fn stored_digest(m: &StoredMessage) -> u64 {
+    message_digest(m.seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload)
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +65,7 @@ impl Digests {
         self.sum
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_seq.len()
     }

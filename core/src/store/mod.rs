@@ -36,7 +36,7 @@ pub use config::{
     Discard, Limits, StoreConfig, SyncPolicy, BLOCK_SIZE_BYTES_MAX, BLOCK_SIZE_BYTES_MIN, MSG_SIZE_BYTES_LIMIT,
     SUBJECT_BYTES_MAX, WRITE_BUFFER_BYTES_MAX,
 };
-pub use digest::message_digest;
+pub use digest::{message_digest, stored_digest};
 pub use error::{CorruptReason, LimitKind, StoreError};
 pub use recovery::{Cut, CutReason, RecoveryReport, StateFileStatus};
 pub use seqset::SeqSet;
@@ -237,20 +237,27 @@ impl<D: Disk> FileStore<D> {
     /// every message once to start. For a simulator's frequent state comparisons; production
     /// never calls it.
     pub fn keep_digests(&mut self) -> Result<(), StoreError> {
+        let mut digests = Digests::default();
+        self.for_each_message(|m| digests.insert(m.seq, stored_digest(m)))?;
+        self.digests = Some(digests);
+        Ok(())
+    }
+
+    /// Reads every message in order, in bounded batches, and hands each to `each`. Panics if
+    /// the store returns another number of messages than it counts.
+    pub fn for_each_message(&self, mut each: impl FnMut(&StoredMessage)) -> Result<(), StoreError> {
         const BATCH_MSGS: usize = 1024;
         const BATCH_BYTES: u64 = 4 * 1024 * 1024;
-        let mut digests = Digests::default();
         let mut from = self.first_seq;
+        let mut seen = 0u64;
         loop {
             let batch = self.get_range(from, BATCH_MSGS, BATCH_BYTES)?;
             let Some(last) = batch.last() else { break };
-            for m in &batch {
-                digests.insert(m.seq, message_digest(m.seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload));
-            }
+            batch.iter().for_each(&mut each);
+            seen += batch.len() as u64;
             from = last.seq + 1;
         }
-        assert_eq!(digests.len() as u64, self.msgs, "the store returned a different number of messages than it counts");
-        self.digests = Some(digests);
+        assert_eq!(seen, self.msgs, "the store returned a different number of messages than it counts");
         Ok(())
     }
 

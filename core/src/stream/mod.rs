@@ -52,7 +52,7 @@ use crate::env::MonoTime;
 use crate::format::block::SEQ_MAX;
 use crate::format::fnv::Fnv64;
 use crate::store::{
-    message_digest, FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState, SyncPlan,
+    stored_digest, FileStore, NewMessage, RecoveryReport, SeqSet, StoreError, StoredMessage, StreamState, SyncPlan,
 };
 use consumer::{ConsumerConfig, ConsumerInfo, Consumers, Delivery, NextRequest};
 use std::path::Path;
@@ -847,30 +847,15 @@ impl<D: Disk> StreamMachine<D> {
     /// that applied the same entries return the same value. Reads the whole store; if the
     /// store keeps digests (`keep_digests`), asserts that what it read is what they say.
     pub fn state_hash(&self) -> Result<u64, StreamError> {
-        let state = self.store.state();
         let mut content = 0u64;
-        let mut from = state.first_seq;
-        let mut seen = 0u64;
-        loop {
-            let batch = self.store.get_range(from, SCAN_BATCH_MSGS, SCAN_BATCH_BYTES)?;
-            let Some(last) = batch.last() else { break };
-            for m in &batch {
-                assert!(!self.gaps.contains(m.seq), "gap {} holds a message", m.seq);
-                let digest = message_digest(m.seq, m.timestamp_ns, &m.subject, &m.headers, &m.payload);
-                content = content.wrapping_add(digest);
-            }
-            seen += batch.len() as u64;
-            from = last.seq + 1;
-        }
-        assert_eq!(seen, state.msgs, "the store returned a different number of messages than it counts");
+        self.store.for_each_message(|m| {
+            assert!(!self.gaps.contains(m.seq), "gap {} holds a message", m.seq);
+            content = content.wrapping_add(stored_digest(m));
+        })?;
         if let Some(kept) = self.store.content_digest() {
             assert_eq!(kept, content, "the kept message digests disagree with the store's messages");
         }
-        let ids = self
-            .dedupe
-            .entries()
-            .fold(0u64, |sum, e| sum.wrapping_add(dedupe::entry_digest(&e.msg_id, e.seq, e.timestamp_ns)));
-        assert_eq!(ids, self.dedupe.digest(), "the dedupe table's digest disagrees with its ids");
+        self.dedupe.check_digest();
         Ok(self.hash_with_content(content))
     }
 

@@ -96,7 +96,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// The kind, for counting faults in a sweep's summary.
     /// Every name `kind` gives, for coverage reports.
     pub const KINDS: [&'static str; 10] = [
         "crash",
@@ -111,6 +110,7 @@ impl Fault {
         "flip-old-log",
     ];
 
+    /// The kind, for counting faults in a sweep's summary.
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Crash { .. } => "crash",
@@ -444,6 +444,27 @@ mod tests {
             let text = schedule.to_string();
             assert_eq!(Schedule::parse(&text).unwrap(), schedule, "seed {seed}:\n{text}");
         }
+    }
+
+    #[test]
+    fn kinds_lists_exactly_the_kind_of_every_fault() {
+        let t = Target::Node(1);
+        let kinds: Vec<&str> = [
+            Fault::Crash { target: t, down_ms: 1, mode: None },
+            Fault::Restart { target: t },
+            Fault::Pause { target: t, ms: 1 },
+            Fault::Isolate { target: t, ms: 1 },
+            Fault::Partition { side: vec![1], ms: 1 },
+            Fault::OneWay { from: 1, to: 2, ms: 1 },
+            Fault::DiskErrors { target: t, ms: 1 },
+            Fault::FlipBlock { target: t },
+            Fault::FlipLog { target: t },
+            Fault::FlipOldLog { target: t },
+        ]
+        .iter()
+        .map(Fault::kind)
+        .collect();
+        assert_eq!(kinds, Fault::KINDS);
     }
 
     #[test]

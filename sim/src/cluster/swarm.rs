@@ -113,6 +113,11 @@ pub struct Swarm {
     pub backup_restore: bool,
 }
 
+/// The most of `n` replicas (or nodes) that may fail while a majority stays: 1 of 3, 2 of 5.
+pub fn minority_of(n: usize) -> usize {
+    n.saturating_sub(1) / 2
+}
+
 impl Swarm {
     /// Everything drawn from `seed`.
     pub fn from_seed(seed: u64) -> Swarm {
@@ -195,7 +200,7 @@ impl Swarm {
 
     /// Nodes that may be down or cut off at once while safety is checked.
     pub fn minority(&self) -> usize {
-        (self.nodes - 1) / 2
+        minority_of(self.nodes)
     }
 
     pub fn check(&self) -> Result<(), String> {

@@ -615,7 +615,7 @@ impl World {
         v.dedup();
         let per_stream = self.streams.iter().filter(|s| s.peers.len() >= 3).all(|s| {
             let hit = s.peers.iter().filter(|p| v.contains(p)).count();
-            hit <= (s.peers.len() - 1) / 2
+            hit <= super::swarm::minority_of(s.peers.len())
         });
         v.len() <= self.spec.swarm.minority() && per_stream
     }
@@ -998,12 +998,7 @@ impl World {
         let mut seen = Vec::new();
         for &p in peers {
             let n = self.nodes[p as usize - 1].as_ref().expect("checked above");
-            let hash = match n.stream_state_hash_kept(name) {
-                Ok(Some(h)) => Ok(h),
-                Ok(None) => n.stream_state_hash(name),
-                Err(e) => Err(e),
-            };
-            match hash {
+            match n.stream_state_hash_cheap(name) {
                 Ok(h) => seen.push(h),
                 Err(_) => return false,
             }
@@ -1029,7 +1024,7 @@ impl World {
                     true if self.restarted[i] || (sample_no + p) % FULL_HASH_EVERY_SAMPLES == 0 => {
                         node.stream_state_hash(&name).ok()
                     }
-                    true => node.stream_state_hash_kept(&name).ok().flatten(),
+                    true => node.stream_state_hash_cheap(&name).ok(),
                 };
                 let o = raft_safety::Observation {
                     node: p,
