@@ -22,6 +22,7 @@ pub const MARKS: &[&str] = &[
     "raft.vote-refused-damaged-log",
     "raft.leader-steps-down-no-quorum",
     "raft.log-tail-cut-at-recovery",
+    "raft.log-lost-acknowledged-entries",
     "store.tail-cut-at-recovery",
     "store.truncated-after",
     "store.removals-released",

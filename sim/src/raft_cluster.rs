@@ -226,12 +226,7 @@ impl RaftCluster {
             LogConfig { segment_bytes: 4096, sync_appends: true },
         )
         .map_err(|e| format!("node {} recovery failed: {e}", node.id))?;
-        let recovered = RecoveredLog {
-            hard_state: rec.hard_state,
-            snapshot: rec.snapshot,
-            entries: rec.entries,
-            commit_floor: rec.commit_floor,
-        };
+        let recovered = RecoveredLog::from(rec);
         let seed = self.rng.gen();
         let raft = Raft::new(
             raft_config(node.id),

@@ -7,7 +7,9 @@ use sluice_core::disk::Disk;
 use sluice_core::env::MonoTime;
 use sluice_core::raft::message::{Body, Message};
 use sluice_core::raft::storage::{LogConfig, RaftStorage};
-use sluice_core::raft::{Action, Entry, EntryKind, HardState, Membership, Raft, RaftConfig, RecoveredLog, Role};
+use sluice_core::raft::{
+    Action, Entry, EntryKind, HardState, Membership, PersistIo, Raft, RaftConfig, RecoveredLog, Role,
+};
 use sluice_faultfs::FaultFs;
 use std::path::Path;
 use std::time::Duration;
@@ -45,12 +47,7 @@ fn a_node_that_lost_committed_entries_refuses_to_vote_until_repaired() {
     assert!(rec.commit_floor >= 30, "later records' claims survive the cut (floor {})", rec.commit_floor);
 
     let now = MonoTime::from_nanos(1);
-    let recovered = RecoveredLog {
-        hard_state: rec.hard_state,
-        snapshot: rec.snapshot,
-        entries: rec.entries,
-        commit_floor: rec.commit_floor,
-    };
+    let recovered = RecoveredLog::from(rec);
     let mut raft = Raft::new(RaftConfig::new(2), 1, Membership::new([1, 2, 3]), recovered, 3, now).unwrap();
     assert!(raft.is_damaged());
     // A candidate whose log is as long as the shortened one (but lacks committed entries).
@@ -87,4 +84,51 @@ fn a_node_that_lost_committed_entries_refuses_to_vote_until_repaired() {
     };
     raft.handle_message(now, append).unwrap();
     assert!(!raft.is_damaged(), "repaired from the leader");
+}
+
+/// What a follower does with one AppendEntries batch before it answers: append, sync, mark.
+fn persist_batch(storage: &mut RaftStorage<FaultFs>, first: u64, count: u64, claim: u64) {
+    let entries = (first..first + count)
+        .map(|index| Entry { index, term: 2, kind: EntryKind::Normal, data: Bytes::from(vec![7u8; 100]) })
+        .collect();
+    storage.persist(&PersistIo { id: 1, entries, commit_claim: claim, ..Default::default() }).unwrap();
+}
+
+#[test]
+fn a_flip_in_the_newest_acknowledged_batch_damages_the_node_but_a_torn_tail_does_not() {
+    let disk = FaultFs::new(11);
+    let dir = Path::new("g");
+    let (mut storage, _) = RaftStorage::open(disk.clone(), dir, LogConfig::default()).unwrap();
+    // Batches of 4; each claims the commit its leader knew, which lags by a batch.
+    for batch in 0..5u64 {
+        persist_batch(&mut storage, batch * 4 + 1, 4, (batch * 4).saturating_sub(2));
+    }
+    // An append written but not yet synced when the power goes: never acknowledged.
+    let torn: Vec<Entry> = (21..=24)
+        .map(|index| Entry { index, term: 2, kind: EntryKind::Normal, data: Bytes::from(vec![9u8; 100]) })
+        .collect();
+    storage.append(&torn, 18).unwrap();
+    drop(storage);
+    disk.crash();
+    let (_, rec) = RaftStorage::open(disk.clone(), dir, LogConfig::default()).unwrap();
+    let last = rec.entries.last().map_or(0, |e| e.index);
+    assert!((20..=24).contains(&last), "synced entries survive a crash (log ends at {last})");
+    assert!(rec.ack_mark <= last, "a crash never leaves the mark above the log ({} > {last})", rec.ack_mark);
+    assert_eq!(rec.ack_mark, last, "recovery raises the mark to the log it keeps and will acknowledge");
+
+    // Bit rot in entry 18, in the newest acknowledged batch (17..=20): its claims say 14.
+    let names = disk.list_dir(&dir.join("log")).unwrap();
+    let segment = dir.join("log").join(&names[0]);
+    let record_bytes = disk.durable_contents(&segment).unwrap().len() as u64 / last;
+    disk.flip_bit(&segment, record_bytes * 17 + record_bytes / 2, 3).unwrap();
+    let (_, rec) = RaftStorage::open(disk.clone(), dir, LogConfig::default()).unwrap();
+    let cut_last = rec.entries.last().map_or(0, |e| e.index);
+    assert!((16..20).contains(&cut_last), "cut in the last batch (log ends at {cut_last})");
+    assert!(rec.commit_floor <= cut_last, "the claims alone see no loss (floor {})", rec.commit_floor);
+    assert_eq!(rec.ack_mark, last, "the mark does");
+    let recovered = RecoveredLog::from(rec);
+    let now = MonoTime::from_nanos(1);
+    let raft = Raft::new(RaftConfig::new(2), 1, Membership::new([1, 2, 3]), recovered, 3, now).unwrap();
+    assert!(raft.is_damaged(), "it may have acknowledged committed entries it no longer has");
+    assert!(raft.commit_index() <= cut_last, "and the mark commits nothing");
 }

@@ -13,7 +13,10 @@
 //!   after it, if that attempt failed), except that a recovery that cut the log may have
 //!   raised its commit to the floor it found, and no further;
 //! * (d) `commit_floor` is at least every commit claim synced, the last hard state's commit
-//!   and the snapshot's index.
+//!   and the snapshot's index;
+//! * (e) the acknowledgement mark is at least the last index of every `persist` that returned
+//!   (what a node acknowledges), lowered only by truncations and installs, and never above
+//!   the recovered log: with no bit flips, no crash may leave a node damaged.
 //!
 //! The operations respect what a Raft node does: commit claims never go down and never pass
 //! the last index; truncation happens only above every claim; snapshots only of committed
@@ -21,6 +24,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use sluice_core::raft::node::PersistIo;
 use sluice_core::raft::storage::{LogConfig, RaftStorage, RaftStorageError, Recovered};
 use sluice_core::raft::types::{Entry, EntryKind, HardState, Index, Membership, Snapshot, SnapshotMeta, Term};
 use sluice_faultfs::{CrashMode, FaultConfig, FaultFs, FaultKind};
@@ -37,6 +41,8 @@ enum Op {
         bump: u8,
         size: u16,
         claim: u16,
+        /// Through `persist` (appended, synced, the ack mark raised) instead of `append`.
+        persist: bool,
     },
     Truncate {
         pick: u16,
@@ -75,8 +81,8 @@ fn mode() -> impl Strategy<Value = Option<CrashMode>> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (1u8..=6, prop_oneof![6 => Just(0u8), 1 => 1u8..=2], 0u16..700, any::<u16>())
-            .prop_map(|(count, bump, size, claim)| Op::Append { count, bump, size, claim }),
+        12 => (1u8..=6, prop_oneof![6 => Just(0u8), 1 => 1u8..=2], 0u16..700, any::<u16>(), any::<bool>())
+            .prop_map(|(count, bump, size, claim, persist)| Op::Append { count, bump, size, claim, persist }),
         2 => any::<u16>().prop_map(|pick| Op::Truncate { pick }),
         5 => Just(Op::Sync),
         2 => (0u8..=2, 0u8..4, any::<u16>()).prop_map(|(bump, vote, commit)| Op::HardState { bump, vote, commit }),
@@ -124,6 +130,8 @@ struct Model {
     synced_through: Index,
     hard: HardState,
     claim_max: Index,
+    /// The acknowledgement mark is at least this (see (e)).
+    acked: Index,
     /// Every entry ever written at each index.
     written: BTreeMap<Index, Vec<Entry>>,
     versions: u64,
@@ -216,7 +224,7 @@ impl Run {
             self.model.base()
         ));
         match *op {
-            Op::Append { count, bump, size, claim } => {
+            Op::Append { count, bump, size, claim, persist } => {
                 let first = self.model.last_index() + 1;
                 let term = self.model.last_term() + u64::from(bump);
                 let mut entries = Vec::new();
@@ -232,7 +240,15 @@ impl Run {
                 } else {
                     claim_max + u64::from(claim) % (last_after - claim_max + 1)
                 };
-                let result = self.storage().append(&entries, claim);
+                let result = match persist {
+                    false => self.storage().append(&entries, claim),
+                    true => self.storage().persist(&PersistIo {
+                        id: 1,
+                        entries: entries.clone(),
+                        commit_claim: claim,
+                        ..Default::default()
+                    }),
+                };
                 // Written either way: a failed append's records may still reach the disk.
                 self.model.claim_max = claim;
                 for entry in entries {
@@ -240,7 +256,11 @@ impl Run {
                     self.model.entries.push((entry, claim));
                 }
                 if let Err(e) = result {
-                    return self.failed("append", e);
+                    return self.failed(if persist { "persist" } else { "append" }, e);
+                }
+                if persist {
+                    self.model.synced_through = last_after;
+                    self.model.acked = last_after;
                 }
             }
             Op::Truncate { pick } => {
@@ -251,6 +271,7 @@ impl Run {
                 }
                 let index = lowest + u64::from(pick) % (last - lowest + 1);
                 self.model.synced_through = self.model.synced_through.min(index - 1);
+                self.model.acked = self.model.acked.min(index - 1);
                 match self.storage().truncate_from(index) {
                     Ok(()) => self.model.truncate(index),
                     Err(e) => return self.failed("truncate", e),
@@ -313,6 +334,9 @@ impl Run {
                     data: data(index, term, self.model.versions, 80),
                 };
                 self.model.claim_max = self.model.claim_max.max(index);
+                // The storage lowers its mark to the snapshot only if the mark is within its
+                // log, which without flips it always is.
+                self.model.acked = self.model.acked.min(index);
                 if let Err(e) = self.storage().install_snapshot(&snap) {
                     // The new snapshot may be durable and the log partly removed.
                     self.model.maybe_snapshots.push(snap);
@@ -447,6 +471,16 @@ impl Run {
         if recovered.commit_floor < floor {
             return Err(self.fail(format!("commit floor {} below {floor}", recovered.commit_floor)));
         }
+        // (e)
+        if recovered.ack_mark < model.acked {
+            return Err(self.fail(format!("ack mark {} below {} acknowledged", recovered.ack_mark, model.acked)));
+        }
+        if recovered.ack_mark > recovered_last.max(base) {
+            return Err(self.fail(format!(
+                "ack mark {} above the recovered log ({recovered_last}, snapshot {base}): damaged by a crash",
+                recovered.ack_mark
+            )));
+        }
 
         let claims: Vec<Index> =
             recovered.entries.iter().map(|e| model.entry(e.index).expect("checked above").1).collect();
@@ -455,6 +489,7 @@ impl Run {
         model.snapshot = recovered.snapshot.clone();
         model.hard = recovered.hard_state;
         model.synced_through = recovered_last;
+        model.acked = recovered.ack_mark;
         model.maybe_hard.clear();
         model.maybe_snapshots.clear();
         Ok(())
@@ -507,7 +542,13 @@ fn a_long_fixed_run_survives() {
             17 => Op::Crash { mode: Some(CrashMode::ALL[(i as usize / 23) % CrashMode::ALL.len()]) },
             19 => Op::CrashInRecovery { mode: None, after_calls: (i % 11) as u8 },
             21 if i % 2 == 0 => Op::Install { ahead: (i % 9) as u8, bump: 1 },
-            _ => Op::Append { count: (i % 5 + 1) as u8, bump: u8::from(i % 31 == 0), size: i * 37 % 650, claim: i },
+            _ => Op::Append {
+                count: (i % 5 + 1) as u8,
+                bump: u8::from(i % 31 == 0),
+                size: i * 37 % 650,
+                claim: i,
+                persist: i % 3 != 0,
+            },
         };
         ops.push(op);
     }

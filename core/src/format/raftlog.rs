@@ -1,5 +1,5 @@
-//! Raft log files: segment headers and entry records, the hard state file and the snapshot
-//! file. Layout in docs/formats.md ("Raft log"); the storage that uses them is
+//! Raft log files: segment headers and entry records, the hard state file, the
+//! acknowledgement mark (`acked`) and the snapshot file. Layout in docs/formats.md ("Raft log"); the storage that uses them is
 //! `raft::storage`.
 //!
 //! Invariants a decoded value satisfies (checked here, so the storage can rely on them):
@@ -31,6 +31,11 @@ pub const RECORD_BYTES_MAX: usize = RECORD_HEADER_BYTES + ENTRY_DATA_BYTES_MAX;
 pub const HARD_STATE_MAGIC: [u8; 8] = *b"SLUICEHS";
 pub const HARD_STATE_VERSION: u16 = 1;
 pub const HARD_STATE_BYTES: usize = 40;
+
+pub const ACK_MARK_MAGIC: [u8; 8] = *b"SLUICEAK";
+pub const ACK_MARK_VERSION: u16 = 1;
+/// One slot of the `acked` file; the file holds two, written in turn.
+pub const ACK_MARK_SLOT_BYTES: usize = 32;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SLUICESN";
 pub const SNAPSHOT_VERSION: u16 = 1;
@@ -243,6 +248,62 @@ pub fn decode_hard_state(bytes: &[u8]) -> Result<HardState, FormatError> {
     Ok(HardState { term: u64_at(bytes, 12), vote: u64_at(bytes, 20), commit: u64_at(bytes, 28) })
 }
 
+/// One slot of the acknowledgement mark: every entry its node may have acknowledged has
+/// an index at most `index`. Of the two slots, the valid one with the higher `generation`
+/// is current.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckMark {
+    pub generation: u64,
+    pub index: Index,
+}
+
+pub fn encode_ack_mark(mark: &AckMark) -> [u8; ACK_MARK_SLOT_BYTES] {
+    assert!(mark.index <= INDEX_MAX, "ack mark {} beyond INDEX_MAX", mark.index);
+    assert!(mark.generation <= INDEX_MAX, "ack mark generation {} beyond INDEX_MAX", mark.generation);
+    let mut out = [0u8; ACK_MARK_SLOT_BYTES];
+    out[0..8].copy_from_slice(&ACK_MARK_MAGIC);
+    out[8..10].copy_from_slice(&ACK_MARK_VERSION.to_le_bytes());
+    out[12..20].copy_from_slice(&mark.generation.to_le_bytes());
+    out[20..28].copy_from_slice(&mark.index.to_le_bytes());
+    let crc = checksum(&out[..28]);
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes one slot of the `acked` file; `bytes` must be exactly the slot.
+pub fn decode_ack_mark(bytes: &[u8]) -> Result<AckMark, FormatError> {
+    if bytes.len() < ACK_MARK_SLOT_BYTES {
+        return Err(truncated(ACK_MARK_SLOT_BYTES, bytes.len()));
+    }
+    if bytes.len() > ACK_MARK_SLOT_BYTES {
+        return Err(FormatError::LengthMismatch {
+            declared_bytes: ACK_MARK_SLOT_BYTES as u64,
+            parts_bytes: bytes.len() as u64,
+        });
+    }
+    if bytes[0..8] != ACK_MARK_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    check_crc(u32_at(bytes, 28), checksum(&bytes[..28]))?;
+    let version = u16_at(bytes, 8);
+    if version != ACK_MARK_VERSION {
+        return Err(FormatError::UnsupportedVersion { version });
+    }
+    if bytes[10..12] != [0, 0] {
+        return Err(FormatError::BadField { field: "ack mark reserved", value: u64::from(u16_at(bytes, 10)) });
+    }
+    let index = u64_at(bytes, 20);
+    if index > INDEX_MAX {
+        return Err(FormatError::BadField { field: "ack mark index", value: index });
+    }
+    // Bounded like indexes, so the next generation never overflows.
+    let generation = u64_at(bytes, 12);
+    if generation > INDEX_MAX {
+        return Err(FormatError::BadField { field: "ack mark generation", value: generation });
+    }
+    Ok(AckMark { generation, index })
+}
+
 /// Size of the snapshot file for these part sizes.
 pub fn snapshot_file_len(voters: usize, data_len: usize) -> usize {
     SNAPSHOT_FIXED_BYTES + 8 * voters + data_len
@@ -385,6 +446,30 @@ mod tests {
     }
 
     const GOLDEN_HARD_STATE: &str = "534c55494345485301000000050000000000000002000000000000006300000000000000f14bc3d0";
+
+    #[test]
+    fn golden_ack_mark() {
+        let mark = AckMark { generation: 3, index: 431 };
+        let bytes = encode_ack_mark(&mark);
+        assert_eq!(hex(&bytes), GOLDEN_ACK_MARK);
+        assert_eq!(decode_ack_mark(&bytes), Ok(mark));
+        for k in 0..ACK_MARK_SLOT_BYTES {
+            let mut flipped = bytes;
+            flipped[k] ^= 0x10;
+            assert!(decode_ack_mark(&flipped).is_err(), "a flip at byte {k} went unseen");
+        }
+        assert!(matches!(decode_ack_mark(&bytes[..31]), Err(FormatError::Truncated { .. })));
+        assert!(decode_ack_mark(&[0u8; ACK_MARK_SLOT_BYTES]).is_err(), "a slot never written is not a mark");
+        // A checksummed slot with a generation past INDEX_MAX is refused (its successor would
+        // overflow).
+        let mut huge = bytes;
+        huge[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = checksum(&huge[..28]);
+        huge[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_ack_mark(&huge), Err(FormatError::BadField { field: "ack mark generation", .. })));
+    }
+
+    const GOLDEN_ACK_MARK: &str = "534c55494345414b010000000300000000000000af0100000000000004c24e39";
 
     #[test]
     fn golden_snapshot_file() {

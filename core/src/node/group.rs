@@ -39,6 +39,7 @@ pub struct GroupRecovery {
     pub recovered_entries: usize,
     pub snapshot_index: Option<Index>,
     pub commit_floor: Index,
+    pub ack_mark: Index,
     pub cut: Option<String>,
     pub corrupt_snapshot: Option<String>,
 }
@@ -64,21 +65,21 @@ impl<D: Disk> RaftGroup<D> {
         if rec.cut.is_some() {
             crate::coverage::mark("raft.log-tail-cut-at-recovery");
         }
+        let recovered_last = storage.last_index();
+        if rec.ack_mark > recovered_last && rec.commit_floor <= recovered_last {
+            // Only the ack mark knows this node lost entries it acknowledged (`ack_mark.rs`).
+            crate::coverage::mark("raft.log-lost-acknowledged-entries");
+        }
         let recovery = GroupRecovery {
             recovered_entries: rec.entries.len(),
             snapshot_index: rec.snapshot.as_ref().map(|s| s.meta.last_index),
             commit_floor: rec.commit_floor,
+            ack_mark: rec.ack_mark,
             cut: rec.cut.as_ref().map(|c| format!("{c:?}")),
             corrupt_snapshot: rec.corrupt_snapshot.clone(),
         };
-        let recovered = RecoveredLog {
-            hard_state: rec.hard_state,
-            snapshot: rec.snapshot,
-            entries: rec.entries,
-            commit_floor: rec.commit_floor,
-        };
-        let raft =
-            Raft::new(raft_cfg, group, voters, recovered, seed, now).map_err(|e| format!("group {group}: {e}"))?;
+        let raft = Raft::new(raft_cfg, group, voters, RecoveredLog::from(rec), seed, now)
+            .map_err(|e| format!("group {group}: {e}"))?;
         Ok((RaftGroup { raft, storage, failed: None, log_writes: 0, held_write: None }, recovery))
     }
 

@@ -94,6 +94,11 @@ pub struct RecoveredLog {
     /// Committed entries never change: if the log ends below this index, the node lost
     /// committed entries (corruption) and must not vote until it has them again.
     pub commit_floor: Index,
+    /// Every entry this node may have acknowledged is at or below this index
+    /// (`storage::Recovered::ack_mark`): a log ending below it lost acknowledged entries,
+    /// which may have been committed counting on this node, so the node is damaged the same
+    /// way. It does not make anything committed.
+    pub ack_mark: Index,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,8 +207,14 @@ pub struct Raft {
     /// Index of this leader's no-op entry; leadership is usable once it commits.
     noop_index: Index,
     transfer: Option<(NodeId, MonoTime)>,
-    /// Damaged until the log reaches this index again (see `RecoveredLog::commit_floor`).
+    /// Damaged until the log reaches this index again (`RecoveredLog::commit_floor`).
     commit_floor: Index,
+    /// Damaged until the log reaches this index again, too (`RecoveredLog::ack_mark`). It
+    /// comes down where storage lowers the mark: a conflict truncation and a snapshot
+    /// install prove the entries above them were never committed. Recovery sets the mark to
+    /// at least the recovered log's end, so without that every node that restarted with
+    /// uncommitted entries would be damaged after the truncation that drops them.
+    ack_floor: Index,
     /// The application may veto campaigning (e.g. a stream still fetching lost messages).
     campaign_allowed: bool,
     need_broadcast: bool,
@@ -262,6 +273,7 @@ impl Raft {
             noop_index: 0,
             transfer: None,
             commit_floor: recovered.commit_floor.max(hs.commit),
+            ack_floor: recovered.ack_mark,
             campaign_allowed: true,
             need_broadcast: false,
             checkpoints: Checkpoints::default(),
@@ -320,7 +332,12 @@ impl Raft {
     }
     /// Recovery cut committed entries and the log has not yet been repaired from peers.
     pub fn is_damaged(&self) -> bool {
-        self.log.last_index() < self.commit_floor
+        self.log.last_index() < self.damage_floor()
+    }
+    /// The index the log must reach for the node to be whole: the higher of the commit
+    /// floor and the acknowledgement floor.
+    pub fn damage_floor(&self) -> Index {
+        self.commit_floor.max(self.ack_floor)
     }
     pub fn commit_floor(&self) -> Index {
         self.commit_floor
@@ -1135,6 +1152,9 @@ impl Raft {
     fn truncate_local(&mut self, index: Index) {
         assert!(index > self.commit, "committed entries are never truncated");
         crate::coverage::mark("raft.follower-truncates-suffix");
+        // As storage lowers the mark (the leader's conflicting entry proves ours from `index`
+        // on were never committed, lost ones included).
+        self.ack_floor = self.ack_floor.min(index - 1);
         self.log.truncate_from(index);
         let io = self.io();
         io.entries.retain(|e| e.index < index);
@@ -1218,6 +1238,11 @@ impl Raft {
         }
         self.snapshot_requested = false;
         crate::coverage::mark("raft.snapshot-installed");
+        // As storage lowers the mark: the log lacks the snapshot's last entry, so what it holds
+        // past it is another history. Not if the log already ends below the floor.
+        if self.ack_floor > index && self.ack_floor <= self.log.last_index() {
+            self.ack_floor = index;
+        }
         self.log.reset_to(snapshot.clone());
         self.commit = self.commit.max(index);
         // Nothing of the old log counts as durable any more; the snapshot will be.

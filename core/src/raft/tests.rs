@@ -50,6 +50,8 @@ impl MemStorage {
             snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
             commit_floor: self.hs.commit.max(self.commit_claim),
+            // This model never loses a durable entry, so its log always reaches the mark.
+            ack_mark: self.entries.last().map_or(0, |e| e.index),
         }
     }
 }
@@ -72,6 +74,20 @@ fn cfg(id: NodeId) -> RaftConfig {
 }
 
 /// A (non-pre-)vote request to node 1 of group 1.
+/// Whether `r` grants the vote `request` at `now` (its actions run, its writes complete).
+fn grants_vote(r: &mut Raft, now: MonoTime, request: Message) -> bool {
+    r.handle_message(now, request).unwrap();
+    let mut granted = false;
+    while let Some(a) = r.poll_action(now) {
+        match a {
+            Action::Send(Message { body: Body::VoteResponse { granted: g, .. }, .. }) => granted |= g,
+            Action::Persist(io) => r.handle_persisted(now, io.id),
+            _ => {}
+        }
+    }
+    granted
+}
+
 fn vote_to_1(from: NodeId, term: Term, last_index: Index, last_term: Term) -> Message {
     Message {
         group: 1,
@@ -354,19 +370,7 @@ fn a_damaged_node_neither_votes_nor_campaigns() {
     let recovered = RecoveredLog { commit_floor: 10, ..Default::default() };
     let mut r = Raft::new(cfg(1), 1, Membership::new([1, 2, 3]), recovered, 1, now).unwrap();
     assert!(r.is_damaged());
-    // Whether the node grants `request` (its actions run, its writes complete).
-    let grants = |r: &mut Raft, request: Message| {
-        r.handle_message(now, request).unwrap();
-        let mut granted = false;
-        while let Some(a) = r.poll_action(now) {
-            match a {
-                Action::Send(Message { body: Body::VoteResponse { granted: g, .. }, .. }) => granted |= g,
-                Action::Persist(io) => r.handle_persisted(now, io.id),
-                _ => {}
-            }
-        }
-        granted
-    };
+    let grants = |r: &mut Raft, request: Message| grants_vote(r, now, request);
     assert!(!grants(&mut r, vote_to_1(2, 3, 0, 0)), "a node that lost committed entries must not vote");
     // Nor pre-vote: a granted pre-vote lets the candidate start the election that the
     // damaged log would then decide.
@@ -389,6 +393,74 @@ fn a_damaged_node_neither_votes_nor_campaigns() {
     };
     r.handle_message(now, append).unwrap();
     assert!(!r.is_damaged());
+}
+
+#[test]
+fn a_log_below_its_ack_mark_is_damaged_but_commits_nothing_more() {
+    let now = MonoTime::from_nanos(1);
+    let entries: Vec<Entry> =
+        (1..=4).map(|i| Entry { index: i, term: 2, kind: EntryKind::Normal, data: Bytes::new() }).collect();
+    let recovered = RecoveredLog {
+        hard_state: HardState { term: 2, vote: 2, commit: 2 },
+        entries,
+        commit_floor: 2,
+        ack_mark: 7,
+        ..Default::default()
+    };
+    let mut r = Raft::new(cfg(1), 1, Membership::new([1, 2, 3]), recovered, 1, now).unwrap();
+    assert!(r.is_damaged(), "entries 5..=7 may have been acknowledged and are gone");
+    assert_eq!((r.commit_floor(), r.damage_floor()), (2, 7));
+    assert_eq!(r.commit_index(), 2, "the mark says what was acknowledged, not what was committed");
+    assert!(
+        !grants_vote(&mut r, now, vote_to_1(3, 3, 4, 2)),
+        "a candidate with the same log could lack the acknowledged entries"
+    );
+    let more: Vec<Entry> =
+        (5..=7).map(|i| Entry { index: i, term: 3, kind: EntryKind::Normal, data: Bytes::new() }).collect();
+    let append = Message {
+        group: 1,
+        from: 2,
+        to: 1,
+        term: 3,
+        body: Body::Append { prev_index: 4, prev_term: 2, commit: 6, entries: more },
+    };
+    r.handle_message(now, append).unwrap();
+    assert!(!r.is_damaged(), "the log reaches the mark again");
+}
+
+#[test]
+fn a_conflict_truncation_below_the_ack_mark_leaves_the_node_whole() {
+    // Recovery sets the mark to at least the log it kept, so a leader that restarted with
+    // uncommitted entries has a mark over them; the next leader's conflicting entries prove
+    // them uncommitted, and the node must not stay damaged (unable to vote) after dropping them.
+    let now = MonoTime::from_nanos(1);
+    let entries: Vec<Entry> =
+        (1..=10).map(|i| Entry { index: i, term: 2, kind: EntryKind::Normal, data: Bytes::new() }).collect();
+    let recovered = RecoveredLog {
+        hard_state: HardState { term: 2, vote: 1, commit: 5 },
+        entries,
+        commit_floor: 5,
+        ack_mark: 10,
+        ..Default::default()
+    };
+    let mut r = Raft::new(cfg(1), 1, Membership::new([1, 2, 3]), recovered, 1, now).unwrap();
+    assert!(!r.is_damaged());
+    let conflicting = vec![Entry { index: 8, term: 3, kind: EntryKind::Normal, data: Bytes::new() }];
+    let append = Message {
+        group: 1,
+        from: 2,
+        to: 1,
+        term: 3,
+        body: Body::Append { prev_index: 7, prev_term: 2, commit: 5, entries: conflicting },
+    };
+    r.handle_message(now, append).unwrap();
+    assert_eq!(r.log().last_index(), 8);
+    assert_eq!(r.damage_floor(), 7, "the floor came down with the truncation");
+    assert!(!r.is_damaged());
+    // And it votes again: a candidate as up to date as it is gets the vote in a later term
+    // (once the leader's lease has run out).
+    let later = now + Duration::from_secs(10);
+    assert!(grants_vote(&mut r, later, vote_to_1(3, 4, 8, 3)), "a whole node votes");
 }
 
 fn committed_cluster() -> (Harness, NodeId) {
@@ -593,10 +665,11 @@ fn restart_recovers_and_applies_from_storage() {
     h.raft(leader).propose(now, Bytes::from_static(b"last")).unwrap();
     h.settle();
     let stored = h.storage[&follower].recovered();
+    let floor = stored.commit_floor;
     let now = h.now;
     let mut r = Raft::new(cfg(follower), 1, Membership::new([1, 2, 3]), stored, 5, now).unwrap();
-    let floor = r.commit_floor();
     assert!(floor >= 21, "the follower stored commit claims with its entries (floor {floor})");
+    assert!(!r.is_damaged(), "its log reaches its ack mark");
     let mut applied = Vec::new();
     while let Some(Applied::Entries(es)) = r.poll_apply(1000) {
         applied.extend(es);

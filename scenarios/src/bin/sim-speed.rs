@@ -7,7 +7,8 @@
 //! the absolute figures. Seeds per minute come from a sweep (`sluice-sim sweep`), which
 //! prints its wall time.
 //!
-//! Usage: `sim-speed [SIM_SECONDS]` (default 60), built with `--release`.
+//! Usage: `sim-speed [SIM_SECONDS] [RATES]` (default 60 s, and rates `1,10,30,80,300` publishes
+//! a second), built with `--release`. A single rate is handy under `perf record`.
 #![allow(clippy::disallowed_methods)] // the wall clock measures the harness, never drives it
 
 use sluice_sim::cluster::schedule::Schedule;
@@ -20,16 +21,20 @@ fn main() -> ExitCode {
     let sim_seconds: u64 = match std::env::args().nth(1).map(|a| a.parse()) {
         None => 60,
         Some(Ok(s)) if (1..=3_600).contains(&s) => s,
-        Some(_) => {
-            eprintln!("usage: sim-speed [SIM_SECONDS in 1..=3600]");
-            return ExitCode::from(2);
-        }
+        Some(_) => return usage(),
+    };
+    let rates: Vec<u32> = match std::env::args().nth(2) {
+        None => vec![1, 10, 30, 80, 300],
+        Some(list) => match list.split(',').map(str::parse).collect::<Result<Vec<u32>, _>>() {
+            Ok(rates) if !rates.is_empty() && rates.iter().all(|r| (1..=10_000).contains(r)) => rates,
+            _ => return usage(),
+        },
     };
     println!(
         "3 nodes, 1 stream x 3 replicas, no faults, {sim_seconds} s of publishing (plus the liveness and final checks)"
     );
     println!("{:>12} {:>10} {:>10} {:>14} {:>16}", "publish/s", "sim s", "wall s", "sim s/wall s", "acked/wall s");
-    for publish_per_sec in [1, 10, 30, 80, 300] {
+    for publish_per_sec in rates {
         let swarm = Swarm {
             nodes: 3,
             replicas: vec![3],
@@ -63,4 +68,9 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: sim-speed [SIM_SECONDS in 1..=3600] [RATES, e.g. 1,10,30 (each in 1..=10000)]");
+    ExitCode::from(2)
 }

@@ -8,6 +8,8 @@
 //!   `hard.0` atomically and durably (write `hard.0.tmp`, sync, rename, sync the directory),
 //!   then `hard.1` the same way, so at every instant at least one copy is whole and `hard.0`
 //!   is never older than `hard.1`.
+//! * `acked`: the acknowledgement mark, the highest index this node may have acknowledged
+//!   (`ack_mark.rs`: why it exists, its invariants and its two slots).
 //! * `snap-<last index, 20 digits>`: the latest snapshot, replaced atomically the same way;
 //!   older `snap-*` files are removed once the new one is durable.
 //! * `log/<first index, 20 digits>.seg`: segment files, a header and then records back to
@@ -24,6 +26,10 @@
 //!   new record is later written where the removed ones were, and if the shortening were not
 //!   yet durable a crash could keep a removed record next to a new one, making a log that
 //!   mixes two histories with contiguous indexes (the index checks cannot see it).
+//! * [`RaftStorage::persist`] with `sync_appends` raises the acknowledgement mark to the last
+//!   index after the sync and before it returns (so before the caller acknowledges); a
+//!   truncation, and a snapshot install over a log that reaches the mark, lower it durably
+//!   before they change the log.
 //! * [`RaftStorage::compact_through`] removes whole segments, oldest first, never the last
 //!   one, only below a durable snapshot; a crash keeps a suffix of them, which still starts
 //!   at or below `snapshot + 1`.
@@ -66,12 +72,17 @@
 //!    When there is a cut, a floor above the hard state's commit is written into the hard
 //!    state **before** the cut is applied: the cut destroys the records that carried the
 //!    claims, and a node restarted again must still know it is damaged.
+//! 6. `ack_mark` is read from `acked` and rewritten durably as at least the recovered log's
+//!    last index (that log is synced now and will be acknowledged as it is). Claims lag the
+//!    leader's commit by a batch, so only the mark shows a cut in the newest acknowledged
+//!    entries; the node is damaged while its log ends below either.
 //!
 //! An invalid header, record or file is read a second time before it counts (a flip on the
 //! read path is not corruption). A disk error (EIO) fails `open` rather than cutting: an
 //! unreadable sector is not evidence that data was never written; errors reading past the
 //! cut are ignored, as those bytes are dropped anyway.
 
+mod ack_mark;
 mod error;
 mod files;
 mod leftovers;
@@ -133,12 +144,30 @@ pub struct Recovered {
     /// corrupt. Committed entries never change, so if the recovered log ends below this
     /// floor the node lost committed data.
     pub commit_floor: Index,
+    /// The acknowledgement mark (`ack_mark`): every entry this node may have acknowledged
+    /// is at or below it. If the recovered log ends below it, the node lost acknowledged
+    /// entries (a flipped bit in a synced record) and must not vote until it has them again.
+    /// Unlike `commit_floor` it says nothing about what is committed.
+    pub ack_mark: Index,
     /// Where recovery cut the log and why, if it did.
     pub cut: Option<LogCut>,
     /// Snapshot files that failed verification (`path: reason`, highest first, `; `
     /// between). They are treated as absent; the caller refetches state from peers because
     /// `commit_floor` is above what it has.
     pub corrupt_snapshot: Option<String>,
+}
+
+impl From<Recovered> for crate::raft::RecoveredLog {
+    /// What the Raft node is built from; the cut and the corrupt snapshots are for logs.
+    fn from(rec: Recovered) -> Self {
+        crate::raft::RecoveredLog {
+            hard_state: rec.hard_state,
+            snapshot: rec.snapshot,
+            entries: rec.entries,
+            commit_floor: rec.commit_floor,
+            ack_mark: rec.ack_mark,
+        }
+    }
 }
 
 /// One segment file, as far as this storage has written or verified it.
@@ -181,6 +210,8 @@ pub struct RaftStorage<D: Disk> {
     /// Indexes of the `snap-*` files in the directory.
     snapshot_files: BTreeSet<Index>,
     hard_state: HardState,
+    /// The highest index this node may have acknowledged (`ack_mark`).
+    acked: ack_mark::AckMarkFile<D::File>,
     /// Segments were created since the last sync of `log/`.
     log_dir_dirty: bool,
     failed: Option<RaftStorageError>,
@@ -291,6 +322,12 @@ impl<D: Disk> RaftStorage<D> {
     }
 
     fn truncate_unchecked(&mut self, index: Index) -> Result<(), RaftStorageError> {
+        // A leader's conflicting entry proves ours from `index` on were never committed, so
+        // the mark may come down; durably first, or a crash after the log is shortened would
+        // leave a mark above it and the node damaged for nothing.
+        if self.acked.index() >= index {
+            self.acked.set(index - 1)?;
+        }
         // Newest first, so a crash part-way leaves a contiguous prefix of segments.
         while self.segments.last().is_some_and(|s| s.first_index > index) {
             let segment = self.segments.pop().expect("checked");
@@ -522,6 +559,16 @@ impl<D: Disk> RaftStorage<D> {
     }
 
     fn install_unchecked(&mut self, snap: &Snapshot) -> Result<(), RaftStorageError> {
+        // Raft installs (rather than adopts) a snapshot only when the log lacks its last entry,
+        // so entries after it here are another history, never committed: the mark may come
+        // down to it. Not if the log already ends below the mark: what it lost is unknown.
+        // First, durably: recovery after a crash between the snapshot write and the removals
+        // cuts such entries (they disagree with the snapshot), and a mark still above them
+        // would leave the node damaged for nothing.
+        let mark = self.acked.index();
+        if mark > snap.meta.last_index && mark <= self.last_index() {
+            self.acked.set(snap.meta.last_index)?;
+        }
         self.write_snapshot(snap)?;
         let removed = !self.segments.is_empty();
         while let Some(segment) = self.segments.pop() {
@@ -550,6 +597,8 @@ impl<D: Disk> RaftStorage<D> {
             self.append(&io.entries, io.commit_claim.min(self.claim_max()))?;
             if self.config.sync_appends {
                 self.sync()?;
+                // The caller acknowledges these entries once this returns (`ack_mark`).
+                self.raise_ack_mark()?;
             }
         }
         if let Some(s) = &io.adopt_snapshot {
@@ -564,6 +613,25 @@ impl<D: Disk> RaftStorage<D> {
             self.set_hard_state(hs)?;
         }
         Ok(())
+    }
+
+    /// Writes the last index down as the acknowledgement mark if it is above it. The log
+    /// must be synced. A log that ends below the mark (it lost acknowledged entries) leaves
+    /// the mark where it is.
+    fn raise_ack_mark(&mut self) -> Result<(), RaftStorageError> {
+        self.usable()?;
+        let last = self.last_index();
+        debug_assert_eq!(last, self.durable_last_index(), "the mark is raised over a synced log only");
+        if last <= self.acked.index() {
+            return Ok(());
+        }
+        let result = self.acked.set(last);
+        self.latch(result)
+    }
+
+    /// The highest index this node may have acknowledged, as written down (`ack_mark`).
+    pub fn ack_mark(&self) -> Index {
+        self.acked.index()
     }
 
     /// The last index whose record is known durable (the snapshot's if no record is).

@@ -1,6 +1,7 @@
 //! Recovery of a group directory: hard state, snapshot, and a log walk that cuts at the first
 //! invalid or missing record. The rules, and why, are in the parent module's docs.
 
+use super::ack_mark::{AckMarkFile, ACK_MARK_FILE};
 use super::files::{
     is_own_tmp, parse_segment_name, parse_snapshot_name, read_small_file, segment_name, write_hard_state, Reader,
     HARD_STATE_FILES, LOG_DIR,
@@ -33,11 +34,10 @@ pub(super) fn open<D: Disk>(
     }
 
     let names = disk.list_dir(dir).map_err(dir_err(dir))?;
-    let mut removed = false;
+    let acked = AckMarkFile::open(&disk, dir, names.iter().any(|n| n == ACK_MARK_FILE))?;
     for name in names.iter().filter(|n| is_own_tmp(n)) {
         let path = dir.join(name);
         disk.remove_file(&path).map_err(dir_err(&path))?;
-        removed = true;
     }
 
     let mut hard_state = read_hard_state(&disk, dir, &names)?;
@@ -45,11 +45,11 @@ pub(super) fn open<D: Disk>(
     for index in &snapshots.stale {
         let path = dir.join(snapshot_name(*index));
         disk.remove_file(&path).map_err(dir_err(&path))?;
-        removed = true;
     }
-    if removed {
-        disk.sync_dir(dir).map_err(dir_err(dir))?;
-    }
+    // Synced at every open: the removals above, and the mark file's name (created now, or by
+    // an earlier incarnation that may have stopped before syncing it), which must be durable
+    // before a mark in it is relied on.
+    disk.sync_dir(dir).map_err(dir_err(dir))?;
 
     let meta = snapshots.snapshot.as_ref().map(|s| s.meta.clone());
     let known = meta.as_ref().map_or(0, |m| m.last_index).max(snapshots.files.last().copied().unwrap_or(0));
@@ -68,7 +68,7 @@ pub(super) fn open<D: Disk>(
     };
     let log = recover_log(&disk, &log_dir, meta.as_ref(), &mut record_floor)?;
     let commit_floor = log.claims_max.max(hard_state.commit).max(known);
-    let storage = RaftStorage {
+    let mut storage = RaftStorage {
         disk,
         dir: dir.to_path_buf(),
         log_dir,
@@ -77,15 +77,21 @@ pub(super) fn open<D: Disk>(
         snapshot: meta,
         snapshot_files: snapshots.files,
         hard_state,
+        acked,
         log_dir_dirty: false,
         failed: None,
     };
+    // The log is synced now and its entries will be acknowledged as they are; a log that
+    // ends below the mark lost acknowledged entries and keeps it (`ack_mark.rs`).
+    let mark = storage.last_index().max(storage.acked.index());
+    storage.acked.set(mark)?;
     storage.check_invariants();
     let recovered = Recovered {
         hard_state,
         snapshot: snapshots.snapshot,
         entries: log.entries,
         commit_floor,
+        ack_mark: storage.acked.index(),
         cut: log.cut,
         corrupt_snapshot: (!snapshots.corrupt.is_empty()).then(|| snapshots.corrupt.join("; ")),
     };

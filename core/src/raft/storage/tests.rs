@@ -327,6 +327,71 @@ fn a_flipped_middle_record_cuts_there_and_later_claims_raise_the_floor() {
     storage.sync().unwrap();
 }
 
+/// A persist of `entries` that claims commit `claim` (what a follower runs before it acknowledges).
+fn persist_entries(storage: &mut RaftStorage<OsDisk>, entries: Vec<Entry>, claim: Index) {
+    storage.persist(&PersistIo { id: 1, entries, commit_claim: claim, ..Default::default() }).unwrap();
+}
+
+#[test]
+fn a_flip_in_the_last_acknowledged_batch_is_caught_by_the_ack_mark() {
+    // The hole the mark closes (log-flip 395): the records' commit claims lag the leader's
+    // commit by a batch, so a cut in the last batch is below no claim, yet those entries were
+    // synced and acknowledged, and may have been committed counting on this node.
+    let fx = Fixture::new("raft-ack-mark");
+    let (mut storage, _) = fx.open();
+    persist_entries(&mut storage, entries(1..=10, 1), 0);
+    persist_entries(&mut storage, entries(11..=16, 1), 8);
+    assert_eq!(storage.ack_mark(), 16);
+    drop(storage);
+    fx.flip(&fx.segment(1), offset_of(1, 12) + 40);
+
+    let (storage, recovered) = fx.open();
+    assert_eq!(recovered.entries, entries(1..=11, 1));
+    assert_eq!(recovered.commit_floor, 8, "the claims alone see nothing lost");
+    assert_eq!(recovered.ack_mark, 16, "the mark does: 12..=16 were acknowledged");
+    drop(storage);
+    // The mark does not come down with the cut, so a second restart still knows.
+    let (mut storage, recovered) = fx.open();
+    assert_eq!((recovered.cut, recovered.ack_mark), (None, 16));
+    // Appends below the mark leave it; past it, it rises again.
+    persist_entries(&mut storage, entries(12..=14, 2), 11);
+    assert_eq!(storage.ack_mark(), 16);
+    persist_entries(&mut storage, entries(15..=20, 2), 14);
+    assert_eq!(storage.ack_mark(), 20);
+    drop(storage);
+    assert_eq!(fx.open().1.ack_mark, 20);
+}
+
+#[test]
+fn a_truncation_lowers_the_ack_mark_and_recovery_raises_it_to_the_log_it_keeps() {
+    let fx = Fixture::new("raft-ack-truncate");
+    let (mut storage, _) = fx.open();
+    persist_entries(&mut storage, entries(1..=30, 1), 0);
+    storage.truncate_from(21).unwrap();
+    assert_eq!(storage.ack_mark(), 20, "a leader's conflict proves 21.. were never committed");
+    // Appended without `persist`, so not acknowledged yet: the mark stays...
+    storage.append(&entries(21..=25, 2), 0).unwrap();
+    storage.sync().unwrap();
+    assert_eq!(storage.ack_mark(), 20);
+    drop(storage);
+    // ...until recovery, which syncs the log it keeps: the node acknowledges what it
+    // recovered without another persist, so the mark rises to it.
+    let (mut storage, recovered) = fx.open();
+    assert_eq!((recovered.ack_mark, storage.last_index()), (25, 25));
+    storage.truncate_from(21).unwrap();
+    assert_eq!(storage.ack_mark(), 20);
+    // An installed snapshot (the log lacks its last entry) drops another history: the mark
+    // comes down to the snapshot, which the log then reaches.
+    storage.install_snapshot(&snapshot(22, 3)).unwrap();
+    assert_eq!(storage.ack_mark(), 20, "the mark was below the snapshot already");
+    persist_entries(&mut storage, entries(23..=40, 3), 22);
+    storage.install_snapshot(&snapshot(30, 4)).unwrap();
+    assert_eq!(storage.ack_mark(), 30);
+    drop(storage);
+    let (storage, recovered) = fx.open();
+    assert_eq!((recovered.ack_mark, storage.last_index()), (30, 30));
+}
+
 #[test]
 fn a_lost_segment_tail_cuts_the_later_segments() {
     let fx = Fixture::new("raft-lost-tail");
@@ -480,7 +545,7 @@ fn leftover_temporary_files_are_removed_and_strangers_left_alone() {
     let (_, recovered) = fx.open();
     assert_eq!(recovered.cut, None);
     assert_eq!(recovered.commit_floor, 0);
-    assert_eq!(fx.names(), vec!["log".to_string(), "notes.txt".to_string()]);
+    assert_eq!(fx.names(), vec!["acked".to_string(), "log".to_string(), "notes.txt".to_string()]);
 }
 
 #[test]
