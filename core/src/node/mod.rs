@@ -1000,6 +1000,14 @@ impl<D: Disk> Node<D> {
         Ok((r.role(), r.leader()))
     }
 
+    /// Whether this replica leads stream `name` and has committed an entry of its own term.
+    /// Only then is everything in its log known committed: after a restart no record claims
+    /// the last entries, and a quiet stream applies them only once such a commit happens.
+    pub fn stream_leader_ready(&self, name: &str) -> Result<bool, ClientError> {
+        let id = self.local_group(name)?;
+        Ok(self.streams[&id].group.raft.is_leader_ready())
+    }
+
     /// The message at `seq` in this node's replica (`None`: deleted, purged or not yet
     /// applied here). Refused while the replica is catching up: its store has holes then.
     pub fn get_message(&self, name: &str, seq: u64) -> Result<Option<StoredMessage>, ClientError> {

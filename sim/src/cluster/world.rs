@@ -952,6 +952,15 @@ impl World {
             if !self.converged_peers(&name, &peers) {
                 w.push(format!("restored stream {name}: replicas not converged"));
             }
+            // No publishes reach a restored stream, so after a restart its last entries (the
+            // consumers, say) are known committed, and applied, only once a leader commits in
+            // its own term (backup-restore 8822: a consumer missing at the final check).
+            let ready = peers.iter().any(|&p| {
+                self.nodes[p as usize - 1].as_ref().is_some_and(|n| n.stream_leader_ready(&name).unwrap_or(false))
+            });
+            if !ready {
+                w.push(format!("restored stream {name}: no leader has committed in its term"));
+            }
         }
         // The final check compares every node's stream list with the last acknowledged
         // create or delete: a follower learns of a commit a heartbeat after the leader. And
