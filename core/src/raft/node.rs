@@ -101,6 +101,26 @@ pub struct RecoveredLog {
     pub ack_mark: Index,
 }
 
+/// The acknowledgement floor (`RecoveredLog::ack_mark`) after a conflict truncation at
+/// `index`: the leader's conflicting entry proves ours from `index` on were never committed,
+/// lost ones included. Storage lowers its durable mark by the same rule.
+pub fn ack_floor_after_truncation(floor: Index, index: Index) -> Index {
+    floor.min(index - 1)
+}
+
+/// The acknowledgement floor after installing a snapshot through `snapshot_index` over a log
+/// ending at `last_index`: Raft installs (rather than adopts) a snapshot only when the log
+/// lacks its last entry, so what the log holds past it is another history, never committed.
+/// Not if the log already ends below the floor: what it lost is unknown. Storage lowers its
+/// durable mark by the same rule.
+pub fn ack_floor_after_install(floor: Index, snapshot_index: Index, last_index: Index) -> Index {
+    if floor > snapshot_index && floor <= last_index {
+        snapshot_index
+    } else {
+        floor
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
     NotLeader {
@@ -1152,9 +1172,7 @@ impl Raft {
     fn truncate_local(&mut self, index: Index) {
         assert!(index > self.commit, "committed entries are never truncated");
         crate::coverage::mark("raft.follower-truncates-suffix");
-        // As storage lowers the mark (the leader's conflicting entry proves ours from `index`
-        // on were never committed, lost ones included).
-        self.ack_floor = self.ack_floor.min(index - 1);
+        self.ack_floor = ack_floor_after_truncation(self.ack_floor, index);
         self.log.truncate_from(index);
         let io = self.io();
         io.entries.retain(|e| e.index < index);
@@ -1238,11 +1256,7 @@ impl Raft {
         }
         self.snapshot_requested = false;
         crate::coverage::mark("raft.snapshot-installed");
-        // As storage lowers the mark: the log lacks the snapshot's last entry, so what it holds
-        // past it is another history. Not if the log already ends below the floor.
-        if self.ack_floor > index && self.ack_floor <= self.log.last_index() {
-            self.ack_floor = index;
-        }
+        self.ack_floor = ack_floor_after_install(self.ack_floor, index, self.log.last_index());
         self.log.reset_to(snapshot.clone());
         self.commit = self.commit.max(index);
         // Nothing of the old log counts as durable any more; the snapshot will be.

@@ -35,7 +35,7 @@ use crate::format::raftlog::{decode_ack_mark, encode_ack_mark, AckMark, ACK_MARK
 use crate::raft::types::Index;
 use std::path::{Path, PathBuf};
 
-pub(super) const ACK_MARK_FILE: &str = "acked";
+const ACK_MARK_FILE: &str = "acked";
 const SLOTS: u64 = 2;
 /// Slot `k` starts at `k * SLOT_STRIDE_BYTES`: a page apart, so a write torn or garbled at
 /// sector or page granularity cannot damage both.
@@ -51,10 +51,10 @@ impl<F: DiskFile> AckMarkFile<F> {
     /// Opens (creating if missing) `dir/acked` and reads the current mark. The caller syncs
     /// `dir` before anything relies on the name, and writes the mark recovery settles on
     /// (`set`): what was read may be in the page cache only.
-    pub(super) fn open<D: Disk<File = F>>(disk: &D, dir: &Path, exists: bool) -> Result<Self, RaftStorageError> {
+    pub(super) fn open<D: Disk<File = F>>(disk: &D, dir: &Path) -> Result<Self, RaftStorageError> {
         let path = dir.join(ACK_MARK_FILE);
         let file = disk.open(&path, OpenMode::Create).map_err(|e| RaftStorageError::disk(&path, None, e))?;
-        let current = if exists { read_current(&file, &path)? } else { AckMark::default() };
+        let current = read_current(&file, &path)?;
         Ok(AckMarkFile { file, path, current })
     }
 
@@ -111,7 +111,7 @@ mod tests {
     use crate::testutil::temp_root;
 
     fn reopen(disk: &OsDisk) -> Index {
-        AckMarkFile::open(disk, Path::new(""), true).unwrap().index()
+        AckMarkFile::open(disk, Path::new("")).unwrap().index()
     }
 
     fn flip(disk: &OsDisk, offset: u64) {
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn the_newer_valid_slot_wins_and_a_damaged_one_falls_back_to_the_other() {
         let disk = OsDisk::new(temp_root("ack-mark")).unwrap();
-        let mut mark = AckMarkFile::open(&disk, Path::new(""), false).unwrap();
+        let mut mark = AckMarkFile::open(&disk, Path::new("")).unwrap();
         assert_eq!(mark.index(), 0);
         mark.set(5).unwrap(); // generation 1, slot 1
         mark.set(9).unwrap(); // generation 2, slot 0
@@ -135,7 +135,7 @@ mod tests {
         flip(&disk, 21);
         assert_eq!(reopen(&disk), 5);
         // The next write goes to the slot after the current one and wins again.
-        let mut mark = AckMarkFile::open(&disk, Path::new(""), true).unwrap();
+        let mut mark = AckMarkFile::open(&disk, Path::new("")).unwrap();
         mark.set(12).unwrap(); // generation 2 again, slot 0, over the damaged one
         drop(mark);
         assert_eq!(reopen(&disk), 12);
@@ -150,6 +150,6 @@ mod tests {
         drop(file);
         assert_eq!(reopen(&disk), 0);
         disk.remove_file(Path::new(ACK_MARK_FILE)).unwrap();
-        assert_eq!(AckMarkFile::open(&disk, Path::new(""), false).unwrap().index(), 0);
+        assert_eq!(AckMarkFile::open(&disk, Path::new("")).unwrap().index(), 0);
     }
 }

@@ -99,7 +99,7 @@ pub use snapshot_write::SnapshotWrite;
 
 use crate::disk::{Disk, DiskFile, OpenMode};
 use crate::format::raftlog::{encode_record, SegmentHeader, INDEX_MAX, SEGMENT_HEADER_BYTES, SNAPSHOT_DATA_BYTES_MAX};
-use crate::raft::node::PersistIo;
+use crate::raft::node::{ack_floor_after_install, ack_floor_after_truncation, PersistIo};
 use crate::raft::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term, ENTRY_DATA_BYTES_MAX, PEERS_MAX};
 use files::{segment_name, snapshot_name, write_hard_state};
 use std::collections::BTreeSet;
@@ -322,11 +322,11 @@ impl<D: Disk> RaftStorage<D> {
     }
 
     fn truncate_unchecked(&mut self, index: Index) -> Result<(), RaftStorageError> {
-        // A leader's conflicting entry proves ours from `index` on were never committed, so
-        // the mark may come down; durably first, or a crash after the log is shortened would
-        // leave a mark above it and the node damaged for nothing.
-        if self.acked.index() >= index {
-            self.acked.set(index - 1)?;
+        // The mark comes down as Raft's floor does; durably first, or a crash after the log
+        // is shortened would leave a mark above it and the node damaged for nothing.
+        let mark = ack_floor_after_truncation(self.acked.index(), index);
+        if mark != self.acked.index() {
+            self.acked.set(mark)?;
         }
         // Newest first, so a crash part-way leaves a contiguous prefix of segments.
         while self.segments.last().is_some_and(|s| s.first_index > index) {
@@ -559,15 +559,13 @@ impl<D: Disk> RaftStorage<D> {
     }
 
     fn install_unchecked(&mut self, snap: &Snapshot) -> Result<(), RaftStorageError> {
-        // Raft installs (rather than adopts) a snapshot only when the log lacks its last entry,
-        // so entries after it here are another history, never committed: the mark may come
-        // down to it. Not if the log already ends below the mark: what it lost is unknown.
-        // First, durably: recovery after a crash between the snapshot write and the removals
-        // cuts such entries (they disagree with the snapshot), and a mark still above them
-        // would leave the node damaged for nothing.
-        let mark = self.acked.index();
-        if mark > snap.meta.last_index && mark <= self.last_index() {
-            self.acked.set(snap.meta.last_index)?;
+        // The mark comes down as Raft's floor does. First, durably: recovery after a crash
+        // between the snapshot write and the removals cuts the entries past the snapshot
+        // (they disagree with it), and a mark still above them would leave the node damaged
+        // for nothing.
+        let mark = ack_floor_after_install(self.acked.index(), snap.meta.last_index, self.last_index());
+        if mark != self.acked.index() {
+            self.acked.set(mark)?;
         }
         self.write_snapshot(snap)?;
         let removed = !self.segments.is_empty();

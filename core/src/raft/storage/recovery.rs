@@ -1,7 +1,7 @@
 //! Recovery of a group directory: hard state, snapshot, and a log walk that cuts at the first
 //! invalid or missing record. The rules, and why, are in the parent module's docs.
 
-use super::ack_mark::{AckMarkFile, ACK_MARK_FILE};
+use super::ack_mark::AckMarkFile;
 use super::files::{
     is_own_tmp, parse_segment_name, parse_snapshot_name, read_small_file, segment_name, write_hard_state, Reader,
     HARD_STATE_FILES, LOG_DIR,
@@ -34,7 +34,7 @@ pub(super) fn open<D: Disk>(
     }
 
     let names = disk.list_dir(dir).map_err(dir_err(dir))?;
-    let acked = AckMarkFile::open(&disk, dir, names.iter().any(|n| n == ACK_MARK_FILE))?;
+    let acked = AckMarkFile::open(&disk, dir)?;
     for name in names.iter().filter(|n| is_own_tmp(n)) {
         let path = dir.join(name);
         disk.remove_file(&path).map_err(dir_err(&path))?;
