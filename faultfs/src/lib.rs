@@ -359,7 +359,7 @@ impl Disk for FaultFs {
                 inner.power("open", path)?;
                 let inode = inner.tree.new_inode();
                 let node = Node::File(inode);
-                inner.tree.live.insert(path.to_path_buf(), node);
+                inner.tree.live.insert(path, node);
                 inner.tree.push(PendingOp::Name { dir: parent, op: NameOp::Create { path: path.to_path_buf(), node } });
                 inode
             }
@@ -376,13 +376,13 @@ impl Disk for FaultFs {
     fn create_dir(&self, path: &Path) -> Result<(), DiskError> {
         check_relative_path("create_dir", path)?;
         let mut inner = self.lock();
-        if path.as_os_str().is_empty() || inner.tree.live.contains_key(path) {
+        if path.as_os_str().is_empty() || inner.tree.live.contains(path) {
             return Err(DiskError::new(DiskErrorKind::AlreadyExists, "create_dir", path, ""));
         }
         let parent = parent_of(path);
         require_live_dir(&inner.tree, "create_dir", &parent)?;
         inner.power("create_dir", path)?;
-        inner.tree.live.insert(path.to_path_buf(), Node::Dir);
+        inner.tree.live.insert(path, Node::Dir);
         inner
             .tree
             .push(PendingOp::Name { dir: parent, op: NameOp::Create { path: path.to_path_buf(), node: Node::Dir } });
@@ -411,7 +411,7 @@ impl Disk for FaultFs {
             }
             None => return Err(DiskError::new(DiskErrorKind::NotFound, "remove_dir", path, "")),
         }
-        if inner.tree.live.keys().any(|p| parent_of(p) == path) {
+        if inner.tree.live.paths().any(|p| p.parent() == Some(path)) {
             return Err(DiskError::new(DiskErrorKind::InvalidInput, "remove_dir", path, "directory not empty"));
         }
         inner.power("remove_dir", path)?;
@@ -433,7 +433,7 @@ impl Disk for FaultFs {
         }
         inner.power("rename", from)?;
         inner.tree.live.remove(from);
-        inner.tree.live.insert(to.to_path_buf(), Node::File(inode));
+        inner.tree.live.insert(to, Node::File(inode));
         inner.tree.push(PendingOp::Name { dir, op: NameOp::Rename { from: from.to_path_buf(), to: to.to_path_buf() } });
         Ok(())
     }
@@ -445,8 +445,8 @@ impl Disk for FaultFs {
         let mut names: Vec<String> = inner
             .tree
             .live
-            .keys()
-            .filter(|p| parent_of(p) == path)
+            .paths()
+            .filter(|p| p.parent() == Some(path))
             .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
             .collect();
         names.sort();

@@ -8,6 +8,10 @@ pub const PATH_BYTES_MAX: usize = 1024;
 
 /// Checks that `path` is a relative path of plain components (no `..`, no root, no `.`),
 /// valid UTF-8 and at most [`PATH_BYTES_MAX`] bytes. The empty path names the root.
+///
+/// It must also be written canonically: no empty component (`a//b`, a trailing `/`) and no
+/// `.` anywhere, which `Path` would quietly normalize. Then two paths naming one file have
+/// the same text, so a disk may key its names by text (faultfs does).
 pub fn check_relative_path(op: &'static str, path: &Path) -> Result<(), DiskError> {
     let bad = |why: &str| Err(DiskError::new(DiskErrorKind::InvalidInput, op, path, why));
     let Some(text) = path.to_str() else {
@@ -27,6 +31,9 @@ pub fn check_relative_path(op: &'static str, path: &Path) -> Result<(), DiskErro
             Component::RootDir | Component::Prefix(_) => return bad("path is absolute"),
         }
     }
+    if !text.is_empty() && text.split('/').any(|c| c.is_empty() || c == ".") {
+        return bad("path is not canonical (an empty or `.` component)");
+    }
     Ok(())
 }
 
@@ -42,7 +49,7 @@ mod tests {
 
     #[test]
     fn rejects_escapes() {
-        for bad in ["/etc/passwd", "../x", "a/../../x", "./a"] {
+        for bad in ["/etc/passwd", "../x", "a/../../x", "./a", "a//b", "a/", "a/./b", "a/."] {
             let err = check_relative_path("t", Path::new(bad)).unwrap_err();
             assert_eq!(err.kind, DiskErrorKind::InvalidInput, "{bad}");
         }

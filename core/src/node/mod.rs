@@ -274,6 +274,22 @@ pub struct NodeStreamInfo {
     pub stats: GroupStats,
 }
 
+/// The Raft side of one replica, cheap to take (no stream info, no allocation): what a driver
+/// or the simulator polls every step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub role: Role,
+    pub leader: Option<NodeId>,
+    pub term: Term,
+    /// The last index in this replica's Raft log (durable or not).
+    pub last_index: Index,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    pub catching_up: bool,
+    /// As `NodeStreamInfo::damaged`.
+    pub damaged: bool,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
     pub frames_dropped: u64,
@@ -992,6 +1008,22 @@ impl<D: Disk> Node<D> {
         })
     }
 
+    /// This replica's Raft state in stream `name`, without building a whole `stream_info`.
+    pub fn replica_status(&self, name: &str) -> Result<ReplicaStatus, ClientError> {
+        let g = &self.streams[&self.local_group(name)?];
+        let r = &g.group.raft;
+        Ok(ReplicaStatus {
+            role: r.role(),
+            leader: r.leader(),
+            term: r.term(),
+            last_index: r.log().last_index(),
+            commit_index: r.commit_index(),
+            applied_index: r.applied_index(),
+            catching_up: g.machine.is_catching_up(),
+            damaged: r.is_damaged(),
+        })
+    }
+
     /// This replica's Raft role in stream `name` and the leader it knows: what the driver
     /// needs on every request and waiting pull, without building a whole `stream_info`.
     pub fn stream_leader(&self, name: &str) -> Result<(Role, Option<NodeId>), ClientError> {
@@ -1025,6 +1057,29 @@ impl<D: Disk> Node<D> {
         let g = self.hashable_replica(name)?;
         let hash = g.machine.state_hash().map_err(|e| ClientError::Unavailable { reason: e.to_string() })?;
         Ok((g.group.raft.applied_index(), hash))
+    }
+
+    /// `stream_state_hash`, handing every message to `visit` in sequence order as it is read
+    /// (the simulator's dumps: the contents and the check of the kept digests in one pass).
+    /// Refuses a replica that is catching up, as `get_message` does: its store has a hole.
+    pub fn stream_contents(&self, name: &str, visit: impl FnMut(&StoredMessage)) -> Result<(Index, u64), ClientError> {
+        let g = self.hashable_replica(name)?;
+        if g.is_catching_up() {
+            return Err(ClientError::Unavailable { reason: "replica is catching up".into() });
+        }
+        let hash =
+            g.machine.state_hash_visiting(visit).map_err(|e| ClientError::Unavailable { reason: e.to_string() })?;
+        Ok((g.group.raft.applied_index(), hash))
+    }
+
+    /// One window of `stream_state_hash`'s check of the kept digests
+    /// (`StreamMachine::verify_kept_digests`): where the next window starts, `None` after the
+    /// last.
+    pub fn stream_verify_kept(&self, name: &str, from_seq: u64, max_msgs: usize) -> Result<Option<u64>, ClientError> {
+        let g = self.hashable_replica(name)?;
+        g.machine
+            .verify_kept_digests(from_seq, max_msgs)
+            .map_err(|e| ClientError::Unavailable { reason: e.to_string() })
     }
 
     /// The same value as `stream_state_hash`, from the digests the replica keeps

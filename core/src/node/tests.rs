@@ -272,6 +272,18 @@ fn publishes_are_acknowledged_in_order_and_replicated() {
         assert_eq!(info.peers, vec![1, 2, 3]);
         let m = c.node(id).get_message("orders", 7).unwrap().unwrap();
         assert_eq!(&m.payload[..], b"m7");
+        // The cheap status says what the whole info says.
+        let status = c.node(id).replica_status("orders").unwrap();
+        assert_eq!(
+            (status.role, status.leader, status.term, status.last_index, status.commit_index, status.applied_index),
+            (info.role, info.leader, info.term, info.last_index, info.commit_index, info.applied_index)
+        );
+        assert_eq!((status.catching_up, status.damaged), (info.stream.catching_up.is_some(), info.damaged));
+        // The contents in one pass: every message in order, and the full hash.
+        let mut seqs = Vec::new();
+        let (index, hash) = c.node(id).stream_contents("orders", |m| seqs.push(m.seq)).unwrap();
+        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>(), "node {id}");
+        assert_eq!((index, hash), c.node(id).stream_state_hash("orders").unwrap());
     }
     // A subject outside the stream is a replicated refusal, not a failure.
     let p = Publish {

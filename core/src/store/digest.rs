@@ -6,10 +6,12 @@
 //! digest is the wrapping sum of the message digests, so it does not depend on the order in
 //! which messages came and a removal subtracts exactly what its append added.
 //!
-//! Invariants: `sum` is the wrapping sum of the values in `by_seq`; `by_seq` holds exactly the
-//! store's messages. The second is checked from outside: `StreamMachine::state_hash` reads
-//! every message and asserts that the digest it computes equals the kept one, so a removal
-//! path that forgot to tell the digests (or a store that lost a message) shows there.
+//! Invariants: `sum` is the wrapping sum of the values in `by_seq` (`check_sum`); `by_seq`
+//! holds exactly the store's messages. The second is checked from outside:
+//! `StreamMachine::state_hash` reads every message and asserts that the digest it computes
+//! equals the kept one, and `FileStore::verify_digests` compares a window of messages with
+//! their kept digests one by one, so a removal path that forgot to tell the digests (or a
+//! store that lost a message) shows there.
 //!
 //! Bound: one entry per message in the store, so it grows with the store and no further.
 
@@ -65,9 +67,26 @@ impl Digests {
         self.sum
     }
 
+    /// The kept digests of sequences in `from..end`, in order.
+    pub fn range(&self, from: u64, end: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.by_seq.range(from..end.max(from)).map(|(&seq, &digest)| (seq, digest))
+    }
+
+    /// Panics unless `sum` is the sum of the kept digests. O(messages), in memory.
+    pub fn check_sum(&self) {
+        let walked = self.by_seq.values().fold(0u64, |sum, &d| sum.wrapping_add(d));
+        assert_eq!(walked, self.sum, "the kept digests' sum disagrees with the digests");
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_seq.len()
+    }
+
+    /// Breaks the invariant on purpose, for tests of `check_sum`.
+    #[cfg(test)]
+    pub fn add_to_sum_for_test(&mut self, amount: u64) {
+        self.sum = self.sum.wrapping_add(amount);
     }
 }
 

@@ -490,7 +490,50 @@ fn present(store: &FileStore<OsDisk>) -> Vec<u64> {
     if let Some(kept) = store.content_digest() {
         assert_eq!(kept, content, "the kept digests disagree with the messages");
     }
+    // The windowed check covers the same ground in steps, each one further on.
+    let (mut from, mut windows) = (0, 0u64);
+    while let Some(next) = store.verify_digests(from, 3).unwrap() {
+        assert!(next > from && next <= state.last_seq, "a window moves on and stays inside the store");
+        (from, windows) = (next, windows + 1);
+    }
+    assert!(windows <= state.msgs / 3 + 1, "{windows} windows of 3 for {} messages", state.msgs);
     seqs
+}
+
+#[test]
+fn windowed_digest_checks_step_through_the_store_and_find_a_wrong_or_extra_digest() {
+    let fx = Fixture::new("verify-window");
+    let (mut store, _) = fx.open(small_blocks(SyncPolicy::Always, Limits::default()));
+    fill(&mut store, 10);
+    assert!(store.delete(6).unwrap());
+    // Windows of 4 messages: 1..=4, then 5, 7, 8, 9 (6 is deleted), then 10 ends the pass.
+    assert_eq!(store.verify_digests(0, 4).unwrap(), Some(5));
+    assert_eq!(store.verify_digests(5, 4).unwrap(), Some(10));
+    assert_eq!(store.verify_digests(10, 4).unwrap(), None);
+    // A window that starts past the end is empty and ends the pass too.
+    assert_eq!(store.verify_digests(99, 4).unwrap(), None);
+    let check = |store: &FileStore<OsDisk>, from| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.verify_digests(from, 4))).is_err()
+    };
+    // A digest kept for the deleted 6: found by the window spanning it, not by the others.
+    store.digests.as_mut().unwrap().insert(6, 1);
+    assert!(!check(&store, 0));
+    assert!(check(&store, 5), "a digest for a sequence the store does not hold");
+    store.digests.as_mut().unwrap().remove(6);
+    // A wrong digest for 3.
+    let digests = store.digests.as_mut().unwrap();
+    digests.remove(3);
+    digests.insert(3, 1);
+    assert!(!check(&store, 5));
+    assert!(check(&store, 0), "a digest that is not the message's");
+    // A sum that disagrees with the digests it sums: found when a window ends the pass.
+    let right = stored_digest(&store.get(3).unwrap().unwrap());
+    let digests = store.digests.as_mut().unwrap();
+    digests.remove(3);
+    digests.insert(3, right);
+    assert_eq!(store.verify_digests(0, 4).unwrap(), Some(5));
+    store.digests.as_mut().unwrap().add_to_sum_for_test(1);
+    assert!(check(&store, 10), "the sum is checked at the end of a pass");
 }
 
 /// Truncates, checks the result, appends one message, then reopens without a close (what

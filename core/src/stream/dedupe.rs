@@ -24,8 +24,9 @@ use std::time::Duration;
 /// memory (about 300 bytes an id) and the snapshot (at most ~18 MiB of ids).
 pub const DEDUPE_IDS_MAX: usize = 65_536;
 
-/// Ids `check_invariants` looks up in the id index per call, at most.
-const CHECK_LOOKUPS_MAX: usize = 64;
+/// Consecutive entries `check_invariants` checks per call, at most (order, and a lookup in
+/// the id index each).
+const CHECK_WINDOW_MAX: usize = 32;
 
 /// One remembered id: the message it stored and when (stream clock, ns).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,25 +227,32 @@ impl Dedupe {
     pub fn check_invariants(&self) {
         assert_eq!(self.by_id.len(), self.by_age.len(), "dedupe indexes disagree in size");
         assert!(self.by_id.len() <= DEDUPE_IDS_MAX, "dedupe holds more than DEDUPE_IDS_MAX");
-        // Every entry's order and age are checked; its id is looked up in `by_id` only within
-        // a window of CHECK_LOOKUPS_MAX entries that the clock places (all of them when there
-        // are few). The walk is cheap; a lookup compares ids at every level of the tree, and
-        // the simulator runs this check every 500 ms on every replica, where the full
-        // cross-check was a quarter of a run's time. The clock moves with every publish, so
-        // over a run the window passes over every entry.
-        let len = self.by_age.len();
-        let start = if len <= CHECK_LOOKUPS_MAX { 0 } else { (self.clock_ns.unsigned_abs() % len as u64) as usize };
-        let mut previous_seq = 0u64;
-        for (k, (&(ns, seq), id)) in self.by_age.iter().enumerate() {
-            if (k + len - start) % len < CHECK_LOOKUPS_MAX {
-                assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
+        let (Some((&oldest, _)), Some((&newest, _))) = (self.by_age.first_key_value(), self.by_age.last_key_value())
+        else {
+            return;
+        };
+        // The ends bound every entry: keys are ordered by time first.
+        assert!(newest.0 <= self.clock_ns, "dedupe id recorded after the clock");
+        assert!(oldest.0 >= self.clock_ns.saturating_sub(self.window_ns), "dedupe holds an expired id");
+        assert!(oldest.1 <= newest.1, "dedupe sequences out of order");
+        // Order and the id index are checked over a window of CHECK_WINDOW_MAX consecutive
+        // entries that the clock places in time, not over all of them: the simulator runs
+        // this every 500 ms on every replica, where walking a full table was a twentieth of a
+        // run and cross-checking every id a quarter. The clock moves with every publish, so
+        // over a run the window passes over every entry and every adjacent pair.
+        // Sequences place it among ids recorded at one time (a batch shares its timestamp).
+        let ns_span = i128::from(newest.0) - i128::from(oldest.0) + 1;
+        let start_ns = i64::try_from(i128::from(oldest.0) + i128::from(self.clock_ns).rem_euclid(ns_span))
+            .expect("within oldest..=newest");
+        let seq_span = newest.1 - oldest.1 + 1;
+        let start_seq = oldest.1 + self.clock_ns.unsigned_abs() % seq_span;
+        let mut previous_seq: Option<u64> = None;
+        for (&(ns, seq), id) in self.by_age.range((start_ns, start_seq)..).take(CHECK_WINDOW_MAX) {
+            assert_eq!(self.by_id.get(id), Some(&(seq, ns)), "dedupe indexes disagree on an id");
+            if let Some(previous) = previous_seq {
+                assert!(seq > previous, "dedupe sequences out of order");
             }
-            assert!(ns <= self.clock_ns, "dedupe id recorded after the clock");
-            assert!(seq > previous_seq, "dedupe sequences out of order");
-            previous_seq = seq;
-        }
-        if let Some((&(oldest, _), _)) = self.by_age.first_key_value() {
-            assert!(oldest >= self.clock_ns.saturating_sub(self.window_ns), "dedupe holds an expired id");
+            previous_seq = Some(seq);
         }
     }
 }
@@ -277,12 +285,51 @@ mod tests {
             d.record(format!("id-{seq}").as_bytes(), seq);
         }
         d.check_invariants();
-        // Entry 150 (position 149 in age order) now disagrees between the two indexes.
+        // Entry 150 now disagrees between the two indexes.
         d.by_id.insert(Bytes::from("id-150"), (151, 1_000 * SEC));
-        // 1,000 s is a multiple of 200 ids: the window starts at position clock % 200.
+        // All 200 share one timestamp, so sequences place the window: 1 + clock % 200. At a
+        // clock of 1,000 s it starts at 1 and misses 150.
+        d.check_invariants();
         d.clock_ns = 1_000 * SEC + 140;
         let caught = std::panic::catch_unwind(|| d.check_invariants());
-        assert!(caught.is_err(), "positions 140..204 include 149");
+        assert!(caught.is_err(), "sequences 141..=204 include 150");
+    }
+
+    #[test]
+    fn the_window_is_placed_in_time_when_ids_are_spread_out() {
+        let mut d = Dedupe::new(Duration::from_secs(1_000));
+        for seq in 1..=200u64 {
+            d.advance(seq as i64 * SEC);
+            d.record(format!("id-{seq}").as_bytes(), seq);
+        }
+        d.by_id.insert(Bytes::from("id-150"), (151, 150 * SEC));
+        // The window starts at oldest + clock % (199 s + 1 ns): at a clock of 200 s that is
+        // just under 2 s, so it holds 2..=65.
+        d.advance(200 * SEC);
+        d.check_invariants();
+        // At 318 s + 1 ns it starts at 120 s, and 120..=183 include 150.
+        d.advance(318 * SEC + 1);
+        let caught = std::panic::catch_unwind(|| d.check_invariants());
+        assert!(caught.is_err(), "the window placed at 120 s covers 150");
+    }
+
+    #[test]
+    fn a_sequence_out_of_order_inside_the_window_is_found() {
+        let mut d = Dedupe::new(Duration::from_secs(1_000));
+        d.advance(SEC);
+        for seq in [1u64, 2, 3] {
+            d.record(format!("id-{seq}").as_bytes(), seq);
+        }
+        d.check_invariants();
+        // Same time, so (ns, seq) order is seq order; a later time with a lower seq is not.
+        d.by_age.insert((2 * SEC, 2), Bytes::from("late"));
+        d.by_id.insert(Bytes::from("late"), (2, 2 * SEC));
+        d.by_age.insert((2 * SEC, 4), Bytes::from("later"));
+        d.by_id.insert(Bytes::from("later"), (4, 2 * SEC));
+        // At 2 s + 2 ns the window starts at (1 s + 0, 1 + 2) = (1 s, 3): 3, then 2.
+        d.clock_ns = 2 * SEC + 2;
+        let caught = std::panic::catch_unwind(|| d.check_invariants());
+        assert!(caught.is_err(), "seq 2 after seq 3 in age order");
     }
 
     #[test]

@@ -847,16 +847,35 @@ impl<D: Disk> StreamMachine<D> {
     /// that applied the same entries return the same value. Reads the whole store; if the
     /// store keeps digests (`keep_digests`), asserts that what it read is what they say.
     pub fn state_hash(&self) -> Result<u64, StreamError> {
+        self.state_hash_visiting(|_| {})
+    }
+
+    /// `state_hash`, handing every message to `visit` in sequence order as it is read: one
+    /// pass for a caller that wants the contents as well (the simulator's final dumps).
+    pub fn state_hash_visiting(&self, mut visit: impl FnMut(&StoredMessage)) -> Result<u64, StreamError> {
         let mut content = 0u64;
         self.store.for_each_message(|m| {
             assert!(!self.gaps.contains(m.seq), "gap {} holds a message", m.seq);
             content = content.wrapping_add(stored_digest(m));
+            visit(m);
         })?;
         if let Some(kept) = self.store.content_digest() {
             assert_eq!(kept, content, "the kept message digests disagree with the store's messages");
         }
         self.dedupe.check_digest();
         Ok(self.hash_with_content(content))
+    }
+
+    /// What `state_hash` checks of the kept digests, one window at a time
+    /// (`FileStore::verify_digests`): the next window's start, or `None` once a window
+    /// reached the end, which also walks the dedupe table's digest. The simulator calls it
+    /// every sample, so a long run pays per window, not per message held.
+    pub fn verify_kept_digests(&self, from_seq: u64, max_msgs: usize) -> Result<Option<u64>, StreamError> {
+        let next = self.store.verify_digests(from_seq, max_msgs)?;
+        if next.is_none() {
+            self.dedupe.check_digest();
+        }
+        Ok(next)
     }
 
     /// `state_hash` from the digests the store keeps, without reading a message: `None`

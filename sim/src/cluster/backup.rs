@@ -139,7 +139,7 @@ impl World {
     fn leader_of(&self, name: &str) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
             self.is_up(i)
-                && self.nodes[i].as_ref().is_some_and(|n| n.stream_info(name).is_ok_and(|s| s.role == Role::Leader))
+                && self.nodes[i].as_ref().is_some_and(|n| n.replica_status(name).is_ok_and(|r| r.role == Role::Leader))
         })
     }
 

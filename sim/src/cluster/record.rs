@@ -56,10 +56,10 @@ impl World {
         }
         let (mut leader, mut catching_up, mut candidate) = (false, false, false);
         for s in &self.streams {
-            let Ok(info) = node.stream_info(&s.name) else { continue };
-            leader |= info.role == Role::Leader;
-            candidate |= matches!(info.role, Role::Candidate | Role::PreCandidate);
-            catching_up |= info.stream.catching_up.is_some();
+            let Ok(r) = node.replica_status(&s.name) else { continue };
+            leader |= r.role == Role::Leader;
+            candidate |= matches!(r.role, Role::Candidate | Role::PreCandidate);
+            catching_up |= r.catching_up;
         }
         let role = match (leader, catching_up, candidate) {
             (true, _, _) => "leader",

@@ -137,7 +137,11 @@ impl World {
 
     pub(super) fn stream_leader(&self, s: usize) -> Option<NodeId> {
         let name = &self.streams[s].name;
-        self.nodes.iter().flatten().find(|n| n.stream_info(name).is_ok_and(|i| i.role == Role::Leader)).map(|n| n.id())
+        self.nodes
+            .iter()
+            .flatten()
+            .find(|n| n.replica_status(name).is_ok_and(|r| r.role == Role::Leader))
+            .map(|n| n.id())
     }
 
     /// Per step: publishes, reads, forced snapshots, scratch stream churn.
@@ -240,7 +244,7 @@ impl World {
             return Ok(());
         }
         let k = self.rng.gen_range(0..acked);
-        let seq = *self.streams[s].acked_seq.keys().nth(k).expect("k < len");
+        let seq = self.streams[s].acked_in_order[k];
         let peers = &self.streams[s].peers;
         let p = peers[self.rng.gen_range(0..peers.len())];
         let i = p as usize - 1;
