@@ -23,6 +23,7 @@ pub const MARKS: &[&str] = &[
     "raft.leader-steps-down-no-quorum",
     "raft.log-tail-cut-at-recovery",
     "raft.log-lost-acknowledged-entries",
+    "raft.recovery-rewrote-unacknowledged-records",
     "store.tail-cut-at-recovery",
     "store.truncated-after",
     "store.removals-released",

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sluice_core::disk::{check_relative_path, Disk, DiskError, DiskErrorKind, DiskFile, EntryKind, OpenMode};
 use state::{parent_of, write_bytes, Tree};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -56,6 +56,8 @@ struct Inner {
     power_cut_reported: bool,
     /// Flips to apply to the next device read covering each (inode, offset): transient.
     one_shot_flips: Vec<(InodeId, u64, u8)>,
+    /// Files whose next `sync_data` fails (as an injected EIO does).
+    one_shot_fsync_failures: BTreeSet<InodeId>,
 }
 
 impl Inner {
@@ -121,6 +123,7 @@ impl FaultFs {
             power_budget: None,
             power_cut_reported: false,
             one_shot_flips: Vec::new(),
+            one_shot_fsync_failures: BTreeSet::new(),
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(inner), observer: Mutex::new(None) }) }
     }
@@ -215,6 +218,7 @@ impl FaultFs {
             power_budget: inner.power_budget,
             power_cut_reported: inner.power_cut_reported,
             one_shot_flips: inner.one_shot_flips.clone(),
+            one_shot_fsync_failures: inner.one_shot_fsync_failures.clone(),
         };
         FaultFs { shared: Arc::new(Shared { inner: Mutex::new(copy), observer: Mutex::new(None) }) }
     }
@@ -257,6 +261,16 @@ impl FaultFs {
         let mut inner = self.lock();
         let inode = file_inode(&inner.tree, "flip_next_read", path)?;
         inner.one_shot_flips.push((inode, offset, bit % 8));
+        Ok(())
+    }
+
+    /// Makes the next `sync_data` of `path` fail, once, exactly as an injected EIO does: its
+    /// pending writes are dropped from the writeback and stay visible to reads (fsyncgate).
+    /// For tests that need one particular sync to fail and the others to succeed.
+    pub fn fail_next_sync_data(&self, path: &Path) -> Result<(), DiskError> {
+        let mut inner = self.lock();
+        let inode = file_inode(&inner.tree, "fail_next_sync_data", path)?;
+        inner.one_shot_fsync_failures.insert(inode);
         Ok(())
     }
 
@@ -640,7 +654,8 @@ impl DiskFile for FaultFile {
             let mut inner = self.lock()?;
             inner.power("sync_data", &self.path)?;
             let ppm = inner.config.fsync_eio_ppm;
-            if inner.roll(ppm) {
+            let rolled = inner.roll(ppm);
+            if inner.one_shot_fsync_failures.remove(&self.inode) || rolled {
                 let (dropped_writes, dropped_bytes) = inner.tree.drop_inode_pending(self.inode);
                 inner.emit(FaultEvent::FsyncFailed { path: self.path.clone(), dropped_writes, dropped_bytes });
                 return Err(DiskError::injected(DiskErrorKind::Io, "sync_data", &self.path, "injected EIO"));

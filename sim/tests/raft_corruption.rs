@@ -10,7 +10,7 @@ use sluice_core::raft::storage::{LogConfig, RaftStorage};
 use sluice_core::raft::{
     Action, Entry, EntryKind, HardState, Membership, PersistIo, Raft, RaftConfig, RecoveredLog, Role,
 };
-use sluice_faultfs::FaultFs;
+use sluice_faultfs::{CrashMode, FaultFs};
 use std::path::Path;
 use std::time::Duration;
 
@@ -131,4 +131,52 @@ fn a_flip_in_the_newest_acknowledged_batch_damages_the_node_but_a_torn_tail_does
     let raft = Raft::new(RaftConfig::new(2), 1, Membership::new([1, 2, 3]), recovered, 3, now).unwrap();
     assert!(raft.is_damaged(), "it may have acknowledged committed entries it no longer has");
     assert!(raft.commit_index() <= cut_last, "and the mark commits nothing");
+}
+
+/// Entries `indexes` of term 2, as one append.
+fn entries(indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    indexes.map(|index| Entry { index, term: 2, kind: EntryKind::Normal, data: Bytes::from(vec![5u8; 100]) }).collect()
+}
+
+#[test]
+fn records_left_in_the_page_cache_by_a_failed_recovery_sync_are_written_again_by_the_next_open() {
+    let disk = FaultFs::new(13);
+    let dir = Path::new("g");
+    // The interval mode: entries are synced by the periodic sync, which raises the mark.
+    let config = LogConfig { sync_appends: false, ..LogConfig::default() };
+    let (mut storage, _) = RaftStorage::open(disk.clone(), dir, config).unwrap();
+    storage.append(&entries(1..=8), 0).unwrap();
+    storage.sync().unwrap();
+    assert_eq!(storage.ack_mark(), 8, "the periodic sync raises the mark over what it synced");
+    // 9..=12 are written but not synced when the process stops; the machine stays up.
+    storage.append(&entries(9..=12), 6).unwrap();
+    drop(storage);
+    // The next open's sync of the segment fails: Linux drops those pages from the writeback
+    // and goes on serving them.
+    let names = disk.list_dir(&dir.join("log")).unwrap();
+    let segment = dir.join("log").join(&names[0]);
+    disk.fail_next_sync_data(&segment).unwrap();
+    assert!(RaftStorage::open(disk.clone(), dir, config).is_err(), "recovery reports its failed sync");
+    // The open after it, in the same boot, reads 9..=12 from the page cache. A sync alone
+    // would find nothing to write and the mark would cover them.
+    let (storage, rec) = RaftStorage::open(disk.clone(), dir, config).unwrap();
+    assert_eq!(rec.entries.last().map(|e| e.index), Some(12));
+    assert_eq!(rec.ack_mark, 12);
+    drop(storage);
+    // Power loss: only what reached the medium is left.
+    disk.crash_with(CrashMode::LoseUnsynced);
+    let (_, rec) = RaftStorage::open(disk.clone(), dir, config).unwrap();
+    let last = rec.entries.last().map_or(0, |e| e.index);
+    assert_eq!(last, 12, "the second open wrote 9..=12 again, so its sync made them durable");
+    assert!(rec.ack_mark <= last, "the mark covers nothing the log lost");
+    let raft = Raft::new(
+        RaftConfig::new(2),
+        1,
+        Membership::new([1, 2, 3]),
+        RecoveredLog::from(rec),
+        3,
+        MonoTime::from_nanos(1),
+    )
+    .unwrap();
+    assert!(!raft.is_damaged(), "whole: nothing it acknowledged is missing");
 }

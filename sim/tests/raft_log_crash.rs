@@ -3,7 +3,10 @@
 //! roll), conflict truncations, syncs, hard state writes, snapshots with compaction and
 //! snapshot installs, then crashes in every mode between operations, inside operations (the
 //! power fails after N more mutating calls) and inside recovery (the same, during `open`),
-//! restarts without a crash, and, in some cases, injected fsync EIO and ENOSPC. After every reopen the recovered state is held to a model:
+//! restarts without a crash (one kind of them with the first recovery's sync of the newest
+//! segment failing, so the next recovery reads records a failed fsync left in the page
+//! cache), and, in some cases, injected fsync EIO and ENOSPC. After every reopen the recovered
+//! state is held to a model:
 //!
 //! * (a) every entry synced and not later truncated is recovered, byte for byte;
 //! * (b) recovered entries are contiguous from the snapshot, terms non-decreasing, and each is
@@ -14,9 +17,9 @@
 //!   raised its commit to the floor it found, and no further;
 //! * (d) `commit_floor` is at least every commit claim synced, the last hard state's commit
 //!   and the snapshot's index;
-//! * (e) the acknowledgement mark is at least the last index of every `persist` that returned
-//!   (what a node acknowledges), lowered only by truncations and installs, and never above
-//!   the recovered log: with no bit flips, no crash may leave a node damaged.
+//! * (e) the acknowledgement mark is at least the last index of every `persist` and `sync`
+//!   that returned (what a node acknowledges), lowered only by truncations and installs, and
+//!   never above the recovered log: with no bit flips, no crash may leave a node damaged.
 //!
 //! The operations respect what a Raft node does: commit claims never go down and never pass
 //! the last index; truncation happens only above every claim; snapshots only of committed
@@ -24,6 +27,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use sluice_core::disk::Disk;
 use sluice_core::raft::node::PersistIo;
 use sluice_core::raft::storage::{LogConfig, RaftStorage, RaftStorageError, Recovered};
 use sluice_core::raft::types::{Entry, EntryKind, HardState, Index, Membership, Snapshot, SnapshotMeta, Term};
@@ -65,6 +69,9 @@ enum Op {
         mode: Option<CrashMode>,
     },
     Restart,
+    /// A restart whose recovery fails to sync the newest segment (its unsynced records leave
+    /// the writeback and stay readable: fsyncgate), then another in the same boot.
+    RestartWithFailedSync,
     /// The power fails after this many more mutating calls: a crash inside an operation.
     PowerCut {
         after_calls: u8,
@@ -90,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..40, 0u8..=2).prop_map(|(ahead, bump)| Op::Install { ahead, bump }),
         2 => mode().prop_map(|mode| Op::Crash { mode }),
         1 => Just(Op::Restart),
+        1 => Just(Op::RestartWithFailedSync),
         2 => (0u8..12).prop_map(|after_calls| Op::PowerCut { after_calls }),
         1 => (mode(), 0u8..16).prop_map(|(mode, after_calls)| Op::CrashInRecovery { mode, after_calls }),
     ]
@@ -278,7 +286,11 @@ impl Run {
                 }
             }
             Op::Sync => match self.storage().sync() {
-                Ok(()) => self.model.synced_through = self.model.last_index(),
+                Ok(()) => {
+                    // A sync raises the mark over what it made durable.
+                    self.model.synced_through = self.model.last_index();
+                    self.model.acked = self.model.acked.max(self.model.last_index());
+                }
                 Err(e) => return self.failed("sync", e),
             },
             Op::HardState { bump, vote, commit } => {
@@ -364,6 +376,32 @@ impl Run {
             Op::Restart => {
                 self.storage = None;
                 self.open()?;
+            }
+            Op::RestartWithFailedSync => {
+                self.storage = None;
+                if self.power_cut {
+                    // The power is about to fail: the machine crashes first (in `open`).
+                    return self.open().map(|_| ());
+                }
+                let log_dir = Path::new(DIR).join("log");
+                let names = self.disk.list_dir(&log_dir).map_err(|e| self.fail(format!("list: {e}")))?;
+                if let Some(newest) = names.into_iter().filter(|n| n.ends_with(".seg")).max() {
+                    self.disk.fail_next_sync_data(&log_dir.join(newest)).map_err(|e| self.fail(format!("arm: {e}")))?;
+                }
+                self.disk.set_config(FaultConfig::none());
+                match RaftStorage::open(self.disk.clone(), Path::new(DIR), CONFIG) {
+                    // A cut removed the segment before its sync: an ordinary open.
+                    Ok((storage, recovered)) => {
+                        self.storage = Some(storage);
+                        self.check(&recovered)?;
+                        self.disk.set_config(self.faults);
+                    }
+                    Err(e) if e.is_injected() => {
+                        self.log.push(format!("  recovery's sync failed: {e}"));
+                        self.open()?;
+                    }
+                    Err(e) => return Err(self.fail(format!("recovery with a failing sync: {e}"))),
+                }
             }
             Op::CrashInRecovery { mode, after_calls } => {
                 self.power_cut = false;

@@ -1,6 +1,8 @@
 //! The acknowledgement mark (`acked`): the highest index this node may have acknowledged,
 //! written down after the log is synced and before `persist` returns (so before any
-//! acknowledgement leaves).
+//! acknowledgement leaves); in the interval mode, after each periodic sync. Every entry at or
+//! below it was durable before it was written, so it is also how far recovery knows the log
+//! durable: recovery writes back the records above it before its sync (`recovery.rs`).
 //!
 //! Why it exists: recovery cuts the log at the first invalid record, and a torn tail (never
 //! synced, never acknowledged) looks exactly like a flipped bit in a synced record. The

@@ -19,17 +19,18 @@
 //! # Write rules, and the crash each one is for
 //!
 //! * Appends are written, not synced; [`RaftStorage::sync`] syncs every segment written to
-//!   and then the `log/` directory if segments were created. A crash may keep any subset of
-//!   unsynced writes, so recovery must find holes (below).
+//!   and then the `log/` directory if segments were created, then raises the
+//!   acknowledgement mark to the last index. A crash may keep any subset of unsynced writes,
+//!   so recovery must find holes (below).
 //! * [`RaftStorage::truncate_from`] removes later segments (newest first), shortens the
 //!   boundary segment, and makes both durable **before it returns**, not at the next sync: a
 //!   new record is later written where the removed ones were, and if the shortening were not
 //!   yet durable a crash could keep a removed record next to a new one, making a log that
 //!   mixes two histories with contiguous indexes (the index checks cannot see it).
-//! * [`RaftStorage::persist`] with `sync_appends` raises the acknowledgement mark to the last
-//!   index after the sync and before it returns (so before the caller acknowledges); a
-//!   truncation, and a snapshot install over a log that reaches the mark, lower it durably
-//!   before they change the log.
+//! * [`RaftStorage::persist`] with `sync_appends` syncs, and so raises the acknowledgement
+//!   mark, before it returns (so before the caller acknowledges); a truncation, and a
+//!   snapshot install over a log that reaches the mark, lower it durably before they change
+//!   the log. Every entry at or below the mark was synced before the mark was written.
 //! * [`RaftStorage::compact_through`] removes whole segments, oldest first, never the last
 //!   one, only below a durable snapshot; a crash keeps a suffix of them, which still starts
 //!   at or below `snapshot + 1`.
@@ -62,7 +63,11 @@
 //!    segment is shortened there, later segments removed (newest first), every kept segment
 //!    and the directory synced, before anything can be appended behind stale bytes. (Kept
 //!    segments are synced even without a cut: after a restart without a machine crash, what
-//!    was read may be in the page cache only, and from now on it is acknowledged.)
+//!    was read may be in the page cache only, and from now on it is acknowledged. A record
+//!    above the acknowledgement mark as read, and the header of a segment that starts above
+//!    it, is first written back from the bytes that verified: a page whose fsync failed
+//!    earlier in this boot is served but no longer dirty, and a sync alone would not write
+//!    it.)
 //! 4. A log that ends below the snapshot is wholly covered by it and removed.
 //! 5. `commit_floor` is the maximum of every commit claim in a checksum-valid record found
 //!    anywhere (past the cut too, stepping over records whose length is plausible but whose
@@ -345,11 +350,16 @@ impl<D: Disk> RaftStorage<D> {
         self.sync_unchecked()
     }
 
-    /// Makes every append and truncation so far durable.
+    /// Makes every append and truncation so far durable, then raises the acknowledgement
+    /// mark to the last index. In the interval mode too, where entries are acknowledged
+    /// before they are synced: the mark is also how far recovery knows the log durable, and
+    /// recovery writes back every record above it (`recovery::recover_log`), so a mark that
+    /// followed only the opens would make every open rewrite all that came since the last.
     pub fn sync(&mut self) -> Result<(), RaftStorageError> {
         self.usable()?;
         let result = self.sync_unchecked();
-        self.latch(result)
+        self.latch(result)?;
+        self.raise_ack_mark()
     }
 
     fn sync_unchecked(&mut self) -> Result<(), RaftStorageError> {
@@ -594,9 +604,9 @@ impl<D: Disk> RaftStorage<D> {
         if !io.entries.is_empty() {
             self.append(&io.entries, io.commit_claim.min(self.claim_max()))?;
             if self.config.sync_appends {
+                // Raises the mark too: the caller acknowledges these entries once this
+                // returns (`ack_mark`).
                 self.sync()?;
-                // The caller acknowledges these entries once this returns (`ack_mark`).
-                self.raise_ack_mark()?;
             }
         }
         if let Some(s) = &io.adopt_snapshot {

@@ -66,7 +66,7 @@ pub(super) fn open<D: Disk>(
         }
         Ok(())
     };
-    let log = recover_log(&disk, &log_dir, meta.as_ref(), &mut record_floor)?;
+    let log = recover_log(&disk, &log_dir, meta.as_ref(), acked.index(), &mut record_floor)?;
     let commit_floor = log.claims_max.max(hard_state.commit).max(known);
     let mut storage = RaftStorage {
         disk,
@@ -197,12 +197,25 @@ struct Walk<F> {
     scan: LogScan<F>,
     snapshot: Option<(Index, Term)>,
     last_term: Option<Term>,
+    /// Records above this index are written back as they verify (see `recover_log`).
+    known_durable: Index,
 }
 
+/// Walks and cuts the log (module docs, recovery step 3).
+///
+/// Every kept record above `known_durable` (the acknowledgement mark as read: every entry at
+/// or below it was synced before the mark was written) is written back in place from the
+/// bytes that verified, and a segment that starts above it gets its header written back,
+/// before the kept segments are synced. After a process restart without a machine crash the
+/// page cache may serve records whose fsync failed: Linux drops such pages from the
+/// writeback and keeps serving them, so a sync now would succeed with nothing to write and
+/// they would be believed durable (fsyncgate). Written again, they are dirty, and the sync
+/// writes them or fails. The store does the same past its durable mark.
 fn recover_log<D: Disk>(
     disk: &D,
     log_dir: &Path,
     snapshot: Option<&SnapshotMeta>,
+    known_durable: Index,
     record_floor: &mut dyn FnMut(Index) -> Result<(), RaftStorageError>,
 ) -> Result<LogScan<D::File>, RaftStorageError> {
     let base = snapshot.map_or(0, |s| s.last_index);
@@ -213,6 +226,7 @@ fn recover_log<D: Disk>(
         scan: LogScan { segments: Vec::new(), entries: Vec::new(), claims_max: 0, cut: None },
         snapshot: snapshot.map(|s| (s.last_index, s.last_term)),
         last_term: None,
+        known_durable,
     };
     let mut first_dropped = indexes.len();
     let mut cut_within = false;
@@ -233,7 +247,12 @@ fn recover_log<D: Disk>(
             Ok(_) if !walk.scan.segments.is_empty() && index != expected_index => {
                 Some(LogCutReason::SegmentStartMismatch { expected: expected_index, found: index })
             }
-            Ok(_) => None,
+            Ok(header) => {
+                if index > known_durable {
+                    file.write_at(&header.encode(), 0).map_err(err)?;
+                }
+                None
+            }
         };
         if let Some(reason) = reason {
             walk.scan.cut = Some(LogCut { file: path, offset: 0, expected_index, reason });
@@ -326,6 +345,15 @@ impl<F: DiskFile> Walk<F> {
                     match self.check(&entry, expected) {
                         Some(reason) => Some(reason),
                         None => {
+                            if entry.index > self.known_durable {
+                                crate::coverage::mark("raft.recovery-rewrote-unacknowledged-records");
+                                // The bytes that just verified: still in the reader's buffer.
+                                let bytes = reader.get(at, record_bytes as usize)?;
+                                segment
+                                    .file
+                                    .write_at(bytes, at)
+                                    .map_err(|e| RaftStorageError::disk(&segment.path, Some(at), e))?;
+                            }
                             segment.records.push((at, entry.term));
                             self.last_term = Some(entry.term);
                             if self.snapshot.is_none_or(|(base, _)| entry.index > base) {

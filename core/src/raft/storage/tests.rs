@@ -369,15 +369,18 @@ fn a_truncation_lowers_the_ack_mark_and_recovery_raises_it_to_the_log_it_keeps()
     persist_entries(&mut storage, entries(1..=30, 1), 0);
     storage.truncate_from(21).unwrap();
     assert_eq!(storage.ack_mark(), 20, "a leader's conflict proves 21.. were never committed");
-    // Appended without `persist`, so not acknowledged yet: the mark stays...
+    // Appended without `persist` (the interval mode): the write leaves the mark, the sync
+    // that makes them durable raises it.
     storage.append(&entries(21..=25, 2), 0).unwrap();
-    storage.sync().unwrap();
     assert_eq!(storage.ack_mark(), 20);
+    storage.sync().unwrap();
+    assert_eq!(storage.ack_mark(), 25);
+    // Written, never synced, when the process stops: recovery syncs the log it keeps, and
+    // the node acknowledges what it recovered without another persist, so the mark rises.
+    storage.append(&entries(26..=27, 2), 0).unwrap();
     drop(storage);
-    // ...until recovery, which syncs the log it keeps: the node acknowledges what it
-    // recovered without another persist, so the mark rises to it.
     let (mut storage, recovered) = fx.open();
-    assert_eq!((recovered.ack_mark, storage.last_index()), (25, 25));
+    assert_eq!((recovered.ack_mark, storage.last_index()), (27, 27));
     storage.truncate_from(21).unwrap();
     assert_eq!(storage.ack_mark(), 20);
     // An installed snapshot (the log lacks its last entry) drops another history: the mark
