@@ -23,7 +23,7 @@ pub const MARKS: &[&str] = &[
     "raft.leader-steps-down-no-quorum",
     "raft.log-tail-cut-at-recovery",
     "raft.log-lost-acknowledged-entries",
-    "raft.recovery-rewrote-unacknowledged-records",
+    "raft.recovery-rewrote-records-above-mark",
     "store.tail-cut-at-recovery",
     "store.truncated-after",
     "store.removals-released",

@@ -78,9 +78,13 @@ impl Digests {
         assert_eq!(walked, self.sum, "the kept digests' sum disagrees with the digests");
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_seq.len()
+    }
+
+    /// The lowest and highest sequence with a kept digest.
+    pub fn bounds(&self) -> Option<(u64, u64)> {
+        Some((*self.by_seq.first_key_value()?.0, *self.by_seq.last_key_value()?.0))
     }
 
     /// Breaks the invariant on purpose, for tests of `check_sum`.

@@ -262,14 +262,17 @@ impl<D: Disk> FileStore<D> {
     }
 
     /// Checks a window of the kept digests against the store (`keep_digests`): reads at most
-    /// `max_msgs` messages from `from_seq` on and panics unless the digests kept for that
-    /// stretch of sequences are exactly those of the messages read. Returns where the next
-    /// window starts, or `None` once a window reached the end of the store, and then also
-    /// checks the kept sum against the digests it sums. Successive windows cover the store
-    /// (what a full read does, in bounded steps); `None` too if no digests are kept.
+    /// `max_msgs` messages (at least one) from `from_seq` on and panics unless the digests
+    /// kept for that stretch of sequences are exactly those of the messages read. Returns
+    /// where the next window starts, or `None` once a window reached the end of the store,
+    /// and then also checks that the kept sum is the sum of the kept digests and that they are
+    /// as many as the store's messages, all within its range (so none is left over from a
+    /// removal). Successive windows cover the store (what a full read does, in steps); `None`
+    /// too if no digests are kept.
     pub fn verify_digests(&self, from_seq: u64, max_msgs: usize) -> Result<Option<u64>, StoreError> {
         /// Bytes read per window at most (the first message is read whatever its size).
         const WINDOW_BYTES_MAX: u64 = 1024 * 1024;
+        assert!(max_msgs > 0, "a window of no messages would end every pass at once");
         let Some(kept) = &self.digests else { return Ok(None) };
         let from = from_seq.clamp(self.first_seq, self.next_seq);
         let read = self.get_range(from, max_msgs, WINDOW_BYTES_MAX)?;
@@ -289,6 +292,15 @@ impl<D: Disk> FileStore<D> {
             return Ok(Some(end));
         }
         kept.check_sum();
+        assert_eq!(kept.len() as u64, self.msgs, "as many kept digests as messages");
+        if let Some((first, last)) = kept.bounds() {
+            assert!(
+                first >= self.first_seq && last < self.next_seq,
+                "a digest kept for a sequence outside {}..{}",
+                self.first_seq,
+                self.next_seq
+            );
+        }
         Ok(None)
     }
 

@@ -31,8 +31,9 @@ pub struct StreamHistory {
     pub no_quorum_ceiling: Option<u64>,
     /// The liveness phase's new publish, and whether it was acknowledged.
     pub probe: Option<(u64, bool)>,
-    /// node → the sequence its next window of kept-digest checks starts at.
-    pub verify_from: BTreeMap<NodeId, u64>,
+    /// node → the sequence its next window of kept-digest checks starts at, and its applied
+    /// index when it took the last one.
+    pub verify_from: BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl StreamHistory {

@@ -29,12 +29,17 @@ pub(super) const STEP_MS: u64 = 10;
 /// Sample every replica's state hash this often: from the digests the replica keeps as it
 /// applies, without reading its store.
 const HASH_EVERY_STEPS: u64 = 25;
-/// At every sample each replica also checks this many of its kept digests against its store
+/// At every sample each replica also checks a window of its kept digests against its store
 /// (`Node::stream_verify_kept`), continuing where the last window stopped and starting over
-/// at the end: a full check of the kept digests in bounded steps, so a long run does not pay
-/// for a full read of every store every few seconds. After a restart, and at the end, a
-/// replica's hash is a full scan of its store instead, with the same check.
-const VERIFY_MSGS_PER_SAMPLE: usize = 8;
+/// at the end: a full check of the kept digests in steps, so a long run does not pay for a
+/// full read of every store every few seconds. A window is this many messages plus the
+/// entries the replica applied since its last window, so the cursor gains this many a sample
+/// on a growing store (a pass over N messages takes about N / 32 s) and every new message is
+/// checked within a pass. After a restart, and at the end, a replica's hash is a full scan of
+/// its store instead, with the same check.
+const VERIFY_MSGS_PER_SAMPLE: u64 = 8;
+/// A window's size at most (a snapshot install moves the applied index by a lot at once).
+const VERIFY_WINDOW_MSGS_MAX: u64 = 1024;
 /// Run every node's `check_invariants` this often (O(messages) each: every step would be
 /// most of a run's time).
 const INVARIANTS_EVERY_STEPS: u64 = 50;
@@ -1034,12 +1039,17 @@ impl World {
                     false => None,
                     true if self.restarted[i] => node.stream_state_hash(&name).ok(),
                     true => {
-                        let from = self.streams[s].verify_from.get(&p).copied().unwrap_or(0);
+                        let (from, applied_before) = self.streams[s].verify_from.get(&p).copied().unwrap_or((0, 0));
+                        let grown = info.applied_index.saturating_sub(applied_before);
+                        let window = (VERIFY_MSGS_PER_SAMPLE + grown).min(VERIFY_WINDOW_MSGS_MAX);
                         // A read error is left to the full scans, as it was when these were
-                        // full scans: the agreement check needs the hash, not the read.
-                        if let Ok(next) = node.stream_verify_kept(&name, from, VERIFY_MSGS_PER_SAMPLE) {
-                            self.streams[s].verify_from.insert(p, next.unwrap_or(0));
-                        }
+                        // full scans (the agreement check needs the hash, not the read); the
+                        // cursor steps over the window, so one bad spot does not stop the rest.
+                        let next = match node.stream_verify_kept(&name, from, window as usize) {
+                            Ok(next) => next.unwrap_or(0),
+                            Err(_) => from + window,
+                        };
+                        self.streams[s].verify_from.insert(p, (next, info.applied_index));
                         node.stream_state_hash_cheap(&name).ok()
                     }
                 };

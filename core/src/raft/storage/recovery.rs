@@ -346,7 +346,7 @@ impl<F: DiskFile> Walk<F> {
                         Some(reason) => Some(reason),
                         None => {
                             if entry.index > self.known_durable {
-                                crate::coverage::mark("raft.recovery-rewrote-unacknowledged-records");
+                                crate::coverage::mark("raft.recovery-rewrote-records-above-mark");
                                 // The bytes that just verified: still in the reader's buffer.
                                 let bytes = reader.get(at, record_bytes as usize)?;
                                 segment
