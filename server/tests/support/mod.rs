@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a test waits out elections after start-up and kills (election timeouts are 1.5
@@ -43,9 +44,29 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// A port that was free a moment ago (the OS picks it; the listener is dropped at once).
+/// Ports handed to test servers: below Linux's ephemeral range (32768..=60999 by default).
+/// A port the OS picks from that range and the test releases can be taken, before the server
+/// binds it, by the source port of an outgoing connection: a node already running dials its
+/// peers again and again (it happened in CI: "cluster address ...: Address already in use" at
+/// start-up). Ports below the range are never handed out that way.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port that is free now and that no other call in this process returns: taken from a
+/// counter (started at an offset from the process id, so test binaries run one after another
+/// do not reuse each other's ports at once), each checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let offset = (std::process::id() % 97) * 100;
+    // Bounded: every port of the range is tried at most once per call.
+    for _ in 0..span {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(TEST_PORTS.start + (offset + k) % span).expect("the range is within u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 pub struct Node {
