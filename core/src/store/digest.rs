@@ -6,7 +6,7 @@
 //! digest is the wrapping sum of the message digests, so it does not depend on the order in
 //! which messages came and a removal subtracts exactly what its append added.
 //!
-//! Invariants: `sum` is the wrapping sum of the values in `by_seq` (`check_sum`); `by_seq`
+//! Invariants: `sum` is the wrapping sum of the values in `by_seq` (`check_whole`); `by_seq`
 //! holds exactly the store's messages. The second is checked from outside:
 //! `StreamMachine::state_hash` reads every message and asserts that the digest it computes
 //! equals the kept one, and `FileStore::verify_digests` compares a window of messages with
@@ -72,22 +72,28 @@ impl Digests {
         self.by_seq.range(from..end.max(from)).map(|(&seq, &digest)| (seq, digest))
     }
 
-    /// Panics unless `sum` is the sum of the kept digests. O(messages), in memory.
-    pub fn check_sum(&self) {
+    /// Panics unless `sum` is the sum of the kept digests, and they are `msgs` digests, all
+    /// for sequences in `first_seq..next_seq` (none left over from a removal). The
+    /// per-message half of the invariants is checked against the store's reads
+    /// (`FileStore::verify_digests`). O(messages), in memory.
+    pub fn check_whole(&self, first_seq: u64, next_seq: u64, msgs: u64) {
         let walked = self.by_seq.values().fold(0u64, |sum, &d| sum.wrapping_add(d));
         assert_eq!(walked, self.sum, "the kept digests' sum disagrees with the digests");
+        assert_eq!(self.by_seq.len() as u64, msgs, "as many kept digests as messages");
+        if let (Some((&first, _)), Some((&last, _))) = (self.by_seq.first_key_value(), self.by_seq.last_key_value()) {
+            assert!(
+                first >= first_seq && last < next_seq,
+                "a digest kept for a sequence outside {first_seq}..{next_seq}"
+            );
+        }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_seq.len()
     }
 
-    /// The lowest and highest sequence with a kept digest.
-    pub fn bounds(&self) -> Option<(u64, u64)> {
-        Some((*self.by_seq.first_key_value()?.0, *self.by_seq.last_key_value()?.0))
-    }
-
-    /// Breaks the invariant on purpose, for tests of `check_sum`.
+    /// Breaks the invariant on purpose, for tests of `check_whole`.
     #[cfg(test)]
     pub fn add_to_sum_for_test(&mut self, amount: u64) {
         self.sum = self.sum.wrapping_add(amount);

@@ -291,16 +291,7 @@ impl<D: Disk> FileStore<D> {
         if end < self.next_seq {
             return Ok(Some(end));
         }
-        kept.check_sum();
-        assert_eq!(kept.len() as u64, self.msgs, "as many kept digests as messages");
-        if let Some((first, last)) = kept.bounds() {
-            assert!(
-                first >= self.first_seq && last < self.next_seq,
-                "a digest kept for a sequence outside {}..{}",
-                self.first_seq,
-                self.next_seq
-            );
-        }
+        kept.check_whole(self.first_seq, self.next_seq, self.msgs);
         Ok(None)
     }
 
